@@ -1,0 +1,33 @@
+# Two commands are the quick start: `make serve` and `make test`.
+# Each installs what it needs first (scripts/setup.sh is idempotent and fast when up to date).
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+HTTP_PORT ?= 8000
+GRPC_PORT ?= 8001
+METRICS_PORT ?= 8002
+PYTEST_ARGS ?=
+
+.PHONY: setup serve test test-fast lint bench clean
+
+setup:
+	@bash scripts/setup.sh
+
+serve: setup
+	@$(VENV)/bin/ds-triton serve --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
+
+lint: setup
+	@$(VENV)/bin/ruff check server client perf tests scripts
+	@$(VENV)/bin/mypy server/ds_triton client/ds_triton_client perf/ds_triton_perf
+
+test: setup lint
+	@$(PY) -m pytest -ra $(PYTEST_ARGS)
+
+test-fast: setup
+	@$(PY) -m pytest -ra -m "not server and not slow" $(PYTEST_ARGS)
+
+bench: setup
+	@$(VENV)/bin/ds-triton-perf bench
+
+clean:
+	rm -rf .run perf/results .pytest_cache .mypy_cache .ruff_cache

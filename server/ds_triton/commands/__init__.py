@@ -1,0 +1,12 @@
+"""Subcommands of ``ds-triton``; each module adds its own parser with ``register``."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+from ds_triton.commands import serve
+
+Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
+
+COMMANDS: list[Register] = [serve.register]

@@ -1,0 +1,1 @@
+"""Embedding task: request validation and the pooled encoder (no Triton imports)."""

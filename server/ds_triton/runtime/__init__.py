@@ -1,0 +1,1 @@
+"""Running the tritonserver binary (for ``serve``, tests and benchmarks)."""

@@ -1,0 +1,73 @@
+"""Triton side of the embedding task: tensors in, one batched forward, tensors out."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from ds_triton.embedding.batch import EmbeddingOutput, run_batch
+from ds_triton.embedding.encoder import TextEncoder
+from ds_triton.embedding.request import EmbeddingRequest
+from ds_triton.errors import InvalidInputError, ModelServingError
+from ds_triton.loading import load_model
+from ds_triton.triton.context import InstanceContext
+from ds_triton.triton.errors import error_response
+
+LOG = logging.getLogger(__name__)
+
+INPUT_TEXT = "text"
+OUTPUT_EMBEDDING = "embedding"
+OUTPUT_TRUNCATED = "truncated"
+
+
+class EmbeddingHandler:
+    """Serves one embedding instance; every ``execute`` is a single forward pass."""
+
+    def __init__(self, context: InstanceContext) -> None:
+        self._options = context.spec.embedding_options
+        loaded = load_model(context.spec, context.version_dir, context.placement)
+        self._encoder = TextEncoder(loaded, self._options)
+        LOG.info(
+            "%s: embedding dim %d, max_length %d, truncate %s",
+            context.instance_name, self._encoder.dimension, self._encoder.max_length,
+            self._options.truncate,
+        )
+
+    def execute(self, requests: list[Any]) -> list[Any]:
+        parsed = [_parse(request) for request in requests]
+        try:
+            outcomes = run_batch(self._encoder, parsed, truncate=self._options.truncate)
+        except Exception as exc:  # a failed forward fails this batch, not the server
+            LOG.exception("embedding forward pass failed for %d requests", len(requests))
+            outcomes = [exc if not isinstance(p, ModelServingError) else p for p in parsed]
+        return [_response(outcome) for outcome in outcomes]
+
+    def finalize(self) -> None:
+        self._encoder = None  # type: ignore[assignment]
+
+
+def _parse(request: Any) -> EmbeddingRequest | ModelServingError:
+    tensor = pb_utils.get_input_tensor_by_name(request, INPUT_TEXT)
+    if tensor is None:
+        return InvalidInputError(f"missing input '{INPUT_TEXT}'")
+    rows = tensor.as_numpy()
+    if rows.dtype != np.object_:
+        return InvalidInputError(f"input '{INPUT_TEXT}' must be BYTES, got {rows.dtype}")
+    try:
+        return EmbeddingRequest.from_raw(rows.reshape(-1).tolist(), INPUT_TEXT)
+    except ModelServingError as exc:
+        return exc
+
+
+def _response(outcome: EmbeddingOutput | BaseException) -> Any:
+    if isinstance(outcome, BaseException):
+        return error_response(outcome)
+    return pb_utils.InferenceResponse(
+        output_tensors=[
+            pb_utils.Tensor(OUTPUT_EMBEDDING, np.ascontiguousarray(outcome.embeddings, dtype=np.float32)),
+            pb_utils.Tensor(OUTPUT_TRUNCATED, outcome.truncated.reshape(-1, 1)),
+        ]
+    )
