@@ -13,7 +13,6 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
-
 from ds_triton.runtime.tritonserver import (
     ModelControl,
     Ports,

@@ -25,6 +25,12 @@ class CapacityError(ModelServingError):
     code = "UNAVAILABLE"
 
 
+class InferenceError(ModelServingError):
+    """The forward pass itself failed; every request of that batch gets this error."""
+
+    code = "INTERNAL"
+
+
 class ModelLoadError(ModelServingError):
     """A model cannot be loaded: bad spec, missing checkpoint, unsupported architecture."""
 

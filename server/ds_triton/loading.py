@@ -77,7 +77,12 @@ def load_model(spec: ModelSpec, version_dir: Path, placement: Placement) -> Load
     engine = _init_inference(module, dtype, inject)
     LOG.info(
         "loaded %s (%s) from %s on %s, %d threads, kernel injection %s",
-        spec.name, config.model_type, checkpoint, placement.device, placement.threads, inject,
+        spec.name,
+        config.model_type,
+        checkpoint,
+        placement.device,
+        placement.threads,
+        inject,
     )
     return LoadedModel(engine, engine.module, tokenizer, config, checkpoint, placement.device, inject)
 
@@ -126,6 +131,4 @@ def _load_tokenizer(checkpoint: Path) -> Any:
 def _init_inference(module: Any, dtype: Any, kernel_inject: bool) -> Any:
     import deepspeed
 
-    return deepspeed.init_inference(
-        module, dtype=dtype, replace_with_kernel_inject=kernel_inject
-    )
+    return deepspeed.init_inference(module, dtype=dtype, replace_with_kernel_inject=kernel_inject)

@@ -70,13 +70,9 @@ class DeploymentSpec:
         if self.device not in ("cpu", "gpu"):
             raise SpecError(f"deployment.device must be 'cpu' or 'gpu', got {self.device!r}")
         if self.instances_per_device < 1:
-            raise SpecError(
-                f"deployment.instances_per_device must be >= 1, got {self.instances_per_device}"
-            )
+            raise SpecError(f"deployment.instances_per_device must be >= 1, got {self.instances_per_device}")
         if self.threads_per_instance is not None and self.threads_per_instance < 1:
-            raise SpecError(
-                f"deployment.threads_per_instance must be >= 1, got {self.threads_per_instance}"
-            )
+            raise SpecError(f"deployment.threads_per_instance must be >= 1, got {self.threads_per_instance}")
         if self.gpus != "all" and (
             not isinstance(self.gpus, tuple)
             or not self.gpus
@@ -153,9 +149,7 @@ class ModelSpec:
         if self.dtype not in DTYPES:
             raise SpecError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
         if self.kernel_inject not in KERNEL_INJECT:
-            raise SpecError(
-                f"kernel_inject must be one of {KERNEL_INJECT}, got {self.kernel_inject!r}"
-            )
+            raise SpecError(f"kernel_inject must be one of {KERNEL_INJECT}, got {self.kernel_inject!r}")
         if not self.checkpoint:
             raise SpecError("checkpoint must name a local folder")
         self.batching.validate()
@@ -251,4 +245,3 @@ def _build(cls: type, data: Any, path: str) -> Any:
         else:
             kwargs[key] = value
     return cls(**kwargs)
-

@@ -6,12 +6,14 @@ a forward-pass failure fails only the requests of that batch, never the server.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
+from ds_triton.embedding.encoder import EncodeResult
 from ds_triton.embedding.request import EmbeddingRequest
 from ds_triton.errors import InvalidInputError, ModelServingError
 
@@ -25,14 +27,12 @@ class EmbeddingOutput:
 
 
 class Encoder(Protocol):
-    max_length: int
+    """What ``run_batch`` needs of an encoder (``TextEncoder`` in production)."""
 
-    def encode(self, texts: Sequence[str]) -> "EncodeResultLike": ...
+    @property
+    def max_length(self) -> int: ...
 
-
-class EncodeResultLike(Protocol):
-    embeddings: np.ndarray
-    truncated: np.ndarray
+    def encode(self, texts: Sequence[str]) -> EncodeResult: ...
 
 
 Outcome = EmbeddingOutput | ModelServingError
@@ -48,9 +48,7 @@ def run_batch(
     texts = [text for request in valid for text in request.texts]
     result = encoder.encode(texts)
     if result.embeddings.shape[0] != len(texts) or result.truncated.shape[0] != len(texts):
-        raise RuntimeError(
-            f"encoder returned {result.embeddings.shape[0]} rows for {len(texts)} texts"
-        )
+        raise RuntimeError(f"encoder returned {result.embeddings.shape[0]} rows for {len(texts)} texts")
     split = iter(_split(result.embeddings, result.truncated, [len(r.texts) for r in valid]))
     outcomes: list[Outcome] = []
     for request in requests:
@@ -75,5 +73,5 @@ def _split(embeddings: np.ndarray, truncated: np.ndarray, sizes: list[int]) -> l
     bounds = np.cumsum([0, *sizes])
     return [
         EmbeddingOutput(embeddings[start:end], truncated[start:end])
-        for start, end in zip(bounds[:-1], bounds[1:], strict=True)
+        for start, end in itertools.pairwise(bounds)
     ]

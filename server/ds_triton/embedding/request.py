@@ -27,7 +27,7 @@ class EmbeddingRequest:
                     text = bytes(raw).decode("utf-8")
                 except UnicodeDecodeError as exc:
                     raise InvalidInputError(
-                        f"{where} is not valid UTF-8 (byte {exc.start}: {raw[exc.start:exc.start + 1]!r})"
+                        f"{where} is not valid UTF-8 (byte {exc.start}: {raw[exc.start : exc.start + 1]!r})"
                     ) from None
             else:
                 raise InvalidInputError(f"{where} must be a string, got {type(raw).__name__}")

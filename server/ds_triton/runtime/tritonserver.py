@@ -112,7 +112,9 @@ def server_env(base: dict[str, str] | None = None) -> dict[str, str]:
     """Environment for tritonserver and perf_analyzer: venv first on PATH, CUDA runtime found."""
     env = dict(os.environ if base is None else base)
     venv_bin = str(Path(sys.executable).parent)
-    env["PATH"] = os.pathsep.join([venv_bin, *[p for p in env.get("PATH", "").split(os.pathsep) if p and p != venv_bin]])
+    env["PATH"] = os.pathsep.join(
+        [venv_bin, *[p for p in env.get("PATH", "").split(os.pathsep) if p and p != venv_bin]]
+    )
     lib = cuda_runtime_lib_dir()
     if lib is not None:
         env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [str(lib), env.get("LD_LIBRARY_PATH", "")]))
@@ -216,10 +218,8 @@ class TritonServer:
             return
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            pass
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -245,8 +245,12 @@ class TritonServer:
 
 
 @contextlib.contextmanager
-def running_server(options: ServerOptions, log_path: Path | None = None, ready_timeout: float = 240.0,
-                   models: Sequence[str] = ()) -> Iterator[TritonServer]:
+def running_server(
+    options: ServerOptions,
+    log_path: Path | None = None,
+    ready_timeout: float = 240.0,
+    models: Sequence[str] = (),
+) -> Iterator[TritonServer]:
     """Start a server, wait for it and the named models, and always stop it."""
     log = open(log_path, "wb") if log_path else None  # noqa: SIM115 - closed below
     server = TritonServer(options, log=log)

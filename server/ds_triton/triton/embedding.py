@@ -11,7 +11,7 @@ import triton_python_backend_utils as pb_utils
 from ds_triton.embedding.batch import EmbeddingOutput, run_batch
 from ds_triton.embedding.encoder import TextEncoder
 from ds_triton.embedding.request import EmbeddingRequest
-from ds_triton.errors import InvalidInputError, ModelServingError
+from ds_triton.errors import InferenceError, InvalidInputError, ModelServingError
 from ds_triton.loading import load_model
 from ds_triton.triton.context import InstanceContext
 from ds_triton.triton.errors import error_response
@@ -32,7 +32,9 @@ class EmbeddingHandler:
         self._encoder = TextEncoder(loaded, self._options)
         LOG.info(
             "%s: embedding dim %d, max_length %d, truncate %s",
-            context.instance_name, self._encoder.dimension, self._encoder.max_length,
+            context.instance_name,
+            self._encoder.dimension,
+            self._encoder.max_length,
             self._options.truncate,
         )
 
@@ -42,7 +44,8 @@ class EmbeddingHandler:
             outcomes = run_batch(self._encoder, parsed, truncate=self._options.truncate)
         except Exception as exc:  # a failed forward fails this batch, not the server
             LOG.exception("embedding forward pass failed for %d requests", len(requests))
-            outcomes = [exc if not isinstance(p, ModelServingError) else p for p in parsed]
+            failure = InferenceError(f"forward pass failed: {type(exc).__name__}: {exc}")
+            outcomes = [p if isinstance(p, ModelServingError) else failure for p in parsed]
         return [_response(outcome) for outcome in outcomes]
 
     def finalize(self) -> None:
