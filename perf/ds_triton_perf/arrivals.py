@@ -1,0 +1,34 @@
+"""Intended send times for open-loop load: constant or Poisson arrivals."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from typing import Literal
+
+Distribution = Literal["constant", "poisson"]
+
+
+def arrival_offsets(rate: float, distribution: Distribution, seed: int = 0) -> Iterator[float]:
+    """Seconds from the start at which each request is *intended* to be sent (endless).
+
+    Args:
+        rate: Mean requests per second (> 0).
+        distribution: ``constant`` (evenly spaced) or ``poisson`` (exponential gaps).
+        seed: Seed for the Poisson gaps, so runs are repeatable.
+    """
+    if rate <= 0:
+        raise ValueError(f"rate must be > 0, got {rate}")
+    if distribution not in ("constant", "poisson"):
+        raise ValueError(f"distribution must be 'constant' or 'poisson', got {distribution!r}")
+    rng = random.Random(seed)
+    offset = 0.0
+    index = 0
+    while True:
+        if distribution == "constant":
+            # Multiply rather than accumulate so float error never drifts the schedule.
+            yield index / rate
+            index += 1
+        else:
+            yield offset
+            offset += rng.expovariate(rate)

@@ -1,0 +1,180 @@
+"""The load generator against fakes with a known latency distribution.
+
+A tiny aiohttp server on loopback sleeps a known, evenly spread latency per
+request; at a low open-loop rate there is no queueing, so the measured
+percentiles must match the injected ones (plus a small, one-sided overhead).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from ds_triton_perf.loadgen import LoadSpec, run_load
+from ds_triton_perf.outcome import Outcome
+
+# Latencies 10..49 ms, each equally often: the exact percentiles are known.
+INJECTED_MS = list(range(10, 50))
+OVERHEAD_MS = 12.0  # loopback HTTP + event-loop wake-ups on a busy shared CPU; never negative
+
+
+def exact_percentile(percent: float) -> float:
+    ordered = sorted(INJECTED_MS)
+    index = max(0, -(-len(ordered) * percent // 100) - 1)  # nearest rank
+    return float(ordered[int(index)])
+
+
+@pytest.fixture
+async def fake_server() -> AsyncIterator[str]:
+    cycle = itertools.cycle(INJECTED_MS)
+
+    async def handle(_: web.Request) -> web.Response:
+        await asyncio.sleep(next(cycle) / 1000.0)
+        return web.json_response({"ok": True})
+
+    app = web.Application()
+    app.router.add_post("/infer", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}/infer"
+    finally:
+        await runner.cleanup()
+
+
+async def test_open_loop_percentiles_match_injected_distribution(fake_server: str) -> None:
+    async with aiohttp.ClientSession() as session:
+
+        async def request() -> Outcome:
+            async with session.post(fake_server, json={}) as response:
+                response.raise_for_status()
+                await response.read()
+            return Outcome()
+
+        spec = LoadSpec(mode="open", rate=40, distribution="constant", duration_s=4, warmup_s=0.5)
+        result = await run_load(request, spec)
+    assert result.errors == {}
+    assert result.completed == pytest.approx(160, abs=2)
+    for percent in (50, 90, 99):
+        measured = result.latency_ms[f"p{percent}"]
+        expected = exact_percentile(percent)
+        assert expected - 0.5 <= measured <= expected + OVERHEAD_MS, (percent, measured, expected)
+    assert 49 <= result.latency_ms["max"] <= 49 + 3 * OVERHEAD_MS
+    assert result.throughput_rps == pytest.approx(40, rel=0.1)
+
+
+async def test_open_loop_counts_a_server_stall_from_intended_send_times() -> None:
+    """A 0.5 s stall delays every request intended during it: no coordinated omission."""
+    gate = asyncio.Event()
+    gate.set()
+
+    async def request() -> Outcome:
+        await gate.wait()
+        return Outcome()
+
+    async def stall() -> None:
+        await asyncio.sleep(1.0)
+        gate.clear()
+        await asyncio.sleep(0.5)
+        gate.set()
+
+    staller = asyncio.create_task(stall())
+    result = await run_load(request, LoadSpec(mode="open", rate=100, distribution="constant",
+                                              duration_s=2.0, warmup_s=0.0))
+    await staller
+    # 50 of ~200 requests were intended during the stall, waiting 0..500 ms each.
+    assert result.latency_ms["p90"] > 150
+    assert result.latency_ms["max"] > 400
+    assert result.latency_ms["p50"] < 20
+
+
+async def test_closed_loop_throughput_follows_concurrency() -> None:
+    async def request() -> Outcome:
+        await asyncio.sleep(0.02)
+        return Outcome(items=3)
+
+    result = await run_load(request, LoadSpec(mode="closed", concurrency=4, duration_s=1.5,
+                                              warmup_s=0.2))
+    # 4 workers x 50/s; allow for timer overhead on a shared machine.
+    assert 120 <= result.throughput_rps <= 205
+    assert result.items_per_s == pytest.approx(3 * result.throughput_rps)
+    assert result.latency_ms["p50"] >= 20
+
+
+async def test_in_flight_is_bounded_and_unfinished_requests_are_errors() -> None:
+    active = 0
+    peak = 0
+
+    async def request() -> Outcome:
+        nonlocal active, peak
+        active += 1
+        peak = max(peak, active)
+        try:
+            await asyncio.sleep(0.3)
+        finally:
+            active -= 1
+        return Outcome()
+
+    spec = LoadSpec(mode="open", rate=1000, distribution="poisson", duration_s=0.5, warmup_s=0,
+                    max_in_flight=8, request_timeout_s=5)
+    result = await run_load(request, spec)
+    assert peak <= 8
+    # Requests waited for a slot; their latency counts from when they were due.
+    assert result.latency_ms["max"] > 400
+
+
+async def test_errors_are_counted_by_type_and_streams_give_ttft_and_itl() -> None:
+    calls = itertools.count()
+
+    async def request() -> Outcome:
+        n = next(calls)
+        if n % 5 == 0:
+            raise ConnectionResetError("boom")
+        if n % 5 == 1:
+            return Outcome(items=0, error="InvalidArgument")
+        loop = asyncio.get_running_loop()
+        times = []
+        await asyncio.sleep(0.03)  # time to first token
+        for _ in range(4):
+            times.append(loop.time())
+            await asyncio.sleep(0.01)
+        return Outcome(items=4, token_times=_to_perf_counter(times, loop.time()))
+
+    result = await run_load(request, LoadSpec(mode="closed", concurrency=2, duration_s=1.0,
+                                              warmup_s=0))
+    assert set(result.errors) == {"ConnectionResetError", "InvalidArgument"}
+    assert result.ttft_ms["p50"] >= 30
+    assert 10 <= result.itl_ms["p50"] <= 10 + OVERHEAD_MS
+    assert result.tokens_per_s > 0
+
+
+async def test_request_timeout_is_an_error() -> None:
+    async def request() -> Outcome:
+        await asyncio.sleep(1)
+        return Outcome()
+
+    result = await run_load(request, LoadSpec(mode="closed", concurrency=1, duration_s=0.3,
+                                              warmup_s=0, request_timeout_s=0.1))
+    assert result.errors.get("Timeout", 0) >= 2
+
+
+def _to_perf_counter(loop_times: list[float], loop_now: float) -> list[float]:
+    import time
+
+    now = time.perf_counter()
+    return [now - (loop_now - t) for t in loop_times]
+
+
+def test_invalid_specs_are_rejected() -> None:
+    with pytest.raises(ValueError, match="rate"):
+        LoadSpec(mode="open", rate=0).validate()
+    with pytest.raises(ValueError, match="concurrency"):
+        LoadSpec(mode="closed", concurrency=0).validate()
