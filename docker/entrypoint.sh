@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Container entry point: resolve GPU instance groups for this machine, then run
+# the image's own tritonserver with live loading (poll mode) on the repository.
+set -euo pipefail
+REPO="${MODEL_REPOSITORY:-/opt/ds-triton/model_repository}"
+if ds-triton render --help >/dev/null 2>&1; then
+  ds-triton render --repository "$REPO" --gpus auto
+fi
+exec tritonserver \
+  --model-repository="$REPO" \
+  --model-control-mode=poll --repository-poll-secs="${POLL_SECONDS:-5}" \
+  --exit-on-error=false --strict-readiness=false \
+  --http-port="${HTTP_PORT:-8000}" --grpc-port="${GRPC_PORT:-8001}" --metrics-port="${METRICS_PORT:-8002}" \
+  "$@"
