@@ -13,6 +13,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
+
 from ds_triton.runtime.tritonserver import (
     ModelControl,
     Ports,

@@ -88,12 +88,16 @@ class EmbeddingSpec:
     ``max_length`` of ``None`` takes the checkpoint's own limit (sentence-transformers'
     ``max_seq_length`` when present). Over-long texts are truncated and flagged in the
     ``truncated`` output when ``truncate`` is true, rejected per request otherwise.
+    ``length_bucketing`` lets one ``execute()`` sort its texts by length and run
+    them in as few forward passes as pays off (one when lengths are alike), instead
+    of padding every text to the longest; off means exactly one forward per batch.
     """
 
     pooling: Pooling = "mean"
     normalize: bool = True
     max_length: int | None = None
     truncate: bool = True
+    length_bucketing: bool = True
 
     def validate(self) -> None:
         if self.pooling not in POOLINGS:

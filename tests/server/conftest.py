@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+
 from ds_triton.spec import ModelSpec
 
 ROOT = Path(__file__).resolve().parents[2]

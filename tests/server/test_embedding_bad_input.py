@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
-from ds_triton.runtime.tritonserver import TritonServer
 from tritonclient.utils import InferenceServerException
+
+from ds_triton.runtime.tritonserver import TritonServer
 
 pytestmark = pytest.mark.server
 

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
+
 from ds_triton.runtime.tritonserver import TritonServer, server_env
 
 pytestmark = pytest.mark.server

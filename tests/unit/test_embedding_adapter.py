@@ -6,10 +6,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
 from ds_triton.embedding.encoder import EncodeResult
 from ds_triton.spec import EmbeddingSpec
 from ds_triton.triton import embedding as adapter
-
 from tests.unit import fake_pb_utils as pb
 
 

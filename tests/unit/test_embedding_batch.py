@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import pytest
+
 from ds_triton.embedding.batch import EmbeddingOutput, run_batch
 from ds_triton.embedding.encoder import EncodeResult
 from ds_triton.embedding.request import EmbeddingRequest

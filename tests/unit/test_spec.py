@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from ds_triton.errors import SpecError
 from ds_triton.spec import ModelSpec
 

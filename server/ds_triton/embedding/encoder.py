@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ds_triton.embedding.buckets import plan_groups
 from ds_triton.loading import LoadedModel
 from ds_triton.spec import EmbeddingSpec
 
@@ -51,27 +52,56 @@ class TextEncoder:
             loaded.checkpoint, loaded.tokenizer, loaded.config
         )
         tokenizer = loaded.tokenizer
-        if options.pooling == "last_token" and tokenizer.padding_side != "left":
-            tokenizer.padding_side = "left"  # the last real token is then always at -1
+        # Last-token pooling needs left padding so the last real token sits at -1.
+        self._padding_side = "left" if options.pooling == "last_token" else tokenizer.padding_side
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
         self.dimension = int(getattr(loaded.config, "hidden_size", 0) or loaded.config.d_model)
 
     def encode(self, texts: Sequence[str]) -> EncodeResult:
-        """Embed ``texts`` in one forward pass (padded to the longest in this batch)."""
+        """Embed ``texts``: tokenised together, then one forward per length group.
+
+        Without length bucketing (or with texts of similar length) that is a single
+        forward over the whole batch, padded to its longest text.
+        """
         import torch
 
         batch = self._loaded.tokenizer(
-            list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+            list(texts),
+            padding=True,
+            padding_side=self._padding_side,
+            truncation=True,
+            max_length=self.max_length,
+            return_tensors="pt",
         )
         truncated = self._truncated(batch, texts)
-        inputs = {k: v.to(self._loaded.device) for k, v in batch.items() if k in _MODEL_INPUTS}
+        inputs = {k: v for k, v in batch.items() if k in _MODEL_INPUTS}
+        lengths = inputs["attention_mask"].sum(dim=1)
+        order = torch.argsort(lengths, stable=True)
+        groups = (
+            plan_groups(lengths[order].tolist(), FORWARD_OVERHEAD_TOKENS)
+            if self._options.length_bucketing
+            else [range(len(texts))]
+        )
+        pooled = torch.empty((len(texts), self.dimension), dtype=torch.float32)
         with torch.inference_mode():
-            hidden = self._loaded.engine(**inputs).last_hidden_state
-            pooled = self._pool(hidden, inputs["attention_mask"])
-            if self._options.normalize:
-                pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
-        return EncodeResult(pooled.float().cpu().numpy(), truncated)
+            for group in groups:
+                rows = order[group.start : group.stop]
+                pooled[rows] = self._forward(inputs, rows, int(lengths[rows].max()))
+        return EncodeResult(pooled.numpy(), truncated)
+
+    def _forward(self, inputs: dict[str, Any], rows: Any, width: int) -> Any:
+        """Pooled embeddings of ``rows``, cut to the ``width`` columns they need."""
+        import torch
+
+        # Padding sits on one side, so dropping the other side's columns is exact.
+        cut = slice(-width, None) if self._padding_side == "left" else slice(0, width)
+        group = {k: v[rows, cut].to(self._loaded.device) for k, v in inputs.items()}
+        hidden = self._loaded.engine(**group).last_hidden_state
+        pooled = self._pool(hidden, group["attention_mask"])
+        if self._options.normalize:
+            pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
+        return pooled.float().cpu()
 
     def _pool(self, hidden: Any, mask: Any) -> Any:
         import torch
@@ -90,6 +120,10 @@ class TextEncoder:
         counts = [len(ids) for ids in self._loaded.tokenizer(list(texts))["input_ids"]]
         return np.array([c > self.max_length for c in counts], dtype=bool)
 
+
+# The fixed cost of one forward pass, in token positions: measured on MiniLM on
+# CPU, a 1-row forward costs about as much as 64 extra padded positions.
+FORWARD_OVERHEAD_TOKENS = 64
 
 # Only what encoders take; tokenizers may add e.g. ``overflow_to_sample_mapping``.
 _MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
