@@ -1,0 +1,24 @@
+"""Load a model folder's spec and checkpoint the way the Triton model does."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ds_triton.devices import Placement, available_cores
+from ds_triton.embedding.encoder import TextEncoder
+from ds_triton.loading import load_model
+from ds_triton.spec import ModelSpec
+
+
+def load_encoder(model_dir: Path, threads: int | None = None, version: str = "1") -> TextEncoder:
+    """The ``TextEncoder`` of ``model_dir`` (a model-repository folder) on CPU.
+
+    Args:
+        model_dir: e.g. ``model_repository/text_embedding``.
+        threads: Intra-op threads; default all available cores, as one Triton CPU instance gets.
+        version: Version folder holding ``model.json``.
+    """
+    version_dir = model_dir / version
+    spec = ModelSpec.load(version_dir)
+    placement = Placement(device="cpu", threads=threads or available_cores())
+    return TextEncoder(load_model(spec, version_dir, placement), spec.embedding_options)
