@@ -19,7 +19,7 @@ log() { printf '[setup] %s\n' "$*"; }
 
 inputs_hash() {
   cat "$ROOT/requirements/"*.txt "$ROOT/constraints.txt" "$ROOT/pyproject.toml" \
-      "$ROOT/scripts/setup.sh" "$ROOT/scripts/make_tiny_models.py" 2>/dev/null | sha256sum | cut -d' ' -f1
+      "$ROOT/scripts/setup.sh" 2>/dev/null | sha256sum | cut -d' ' -f1
 }
 
 install_apt_packages() {
