@@ -57,7 +57,9 @@ install_python_packages() {
   log "pip: genai-perf (without its placeholder perf-analyzer dependency)"
   "$VENV/bin/pip" install -q --no-deps -c "$ROOT/constraints.txt" genai-perf
   log "pip: this project (editable)"
-  "$VENV/bin/pip" install -q --no-deps --no-build-isolation -e "$ROOT"
+  # setuptools' editable build prints pages of warnings; keep them unless it fails.
+  local log="$VENV/.editable-install.log"
+  "$VENV/bin/pip" install -q --no-deps --no-build-isolation -e "$ROOT" >"$log" 2>&1 || { cat "$log"; return 1; }
 }
 
 main() {
