@@ -108,9 +108,17 @@ class EmbeddingSpec:
 
 @dataclass(frozen=True)
 class GenerationSpec:
-    """Options of generation (decoupled, in-flight batched) models."""
+    """Options of generation (decoupled, in-flight batched) models.
+
+    ``max_concurrent_sequences`` rows decode together; up to ``max_queued_requests``
+    more wait for a free row, and requests beyond both are refused at once with
+    UNAVAILABLE. Prompts longer than ``max_prompt_tokens`` and ``max_tokens`` above
+    ``max_tokens_limit`` are refused with INVALID_ARG, so no request can exhaust
+    memory. ``default_max_tokens`` applies when a request names none (vLLM's 16).
+    """
 
     max_concurrent_sequences: int = 16
+    max_queued_requests: int = 64
     max_prompt_tokens: int = 512
     max_tokens_limit: int = 512
     default_max_tokens: int = 16
@@ -119,6 +127,10 @@ class GenerationSpec:
         for name in ("max_concurrent_sequences", "max_prompt_tokens", "max_tokens_limit"):
             if getattr(self, name) < 1:
                 raise SpecError(f"generation.{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_queued_requests < 0:
+            raise SpecError(
+                f"generation.max_queued_requests must be >= 0, got {self.max_queued_requests}"
+            )
         if not 1 <= self.default_max_tokens <= self.max_tokens_limit:
             raise SpecError(
                 "generation.default_max_tokens must be between 1 and max_tokens_limit "

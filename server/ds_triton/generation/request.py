@@ -1,0 +1,143 @@
+"""One generation request, assembled from the vLLM-backend tensor interface and validated.
+
+The adapter hands over plain Python values (decoded tensors and the request
+parameters JSON); everything about their meaning lives here, so it is tested
+without Triton.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ds_triton.errors import InvalidInputError
+from ds_triton.generation.params import (
+    SAMPLING_KEYS,
+    SamplingParams,
+    decode_json_object,
+    sampling_params_from_dict,
+    to_bool,
+)
+from ds_triton.spec import GenerationSpec
+
+TEXT_INPUT = "text_input"
+STREAM = "stream"
+SAMPLING_PARAMETERS = "sampling_parameters"
+EXCLUDE_INPUT = "exclude_input_in_output"
+RETURN_NUM_INPUT_TOKENS = "return_num_input_tokens"
+RETURN_NUM_OUTPUT_TOKENS = "return_num_output_tokens"
+RETURN_FINISH_REASON = "return_finish_reason"
+FLAG_INPUTS: tuple[str, ...] = (
+    STREAM,
+    EXCLUDE_INPUT,
+    RETURN_NUM_INPUT_TOKENS,
+    RETURN_NUM_OUTPUT_TOKENS,
+    RETURN_FINISH_REASON,
+)
+REQUEST_PARAMETERS = "parameters"
+
+
+@dataclass(frozen=True)
+class RawGenerationInputs:
+    """What arrived with one request, before interpretation.
+
+    Attributes:
+        text_input: The elements of the ``text_input`` tensor (bytes), or None if absent.
+        flags: Values of the optional BOOL inputs that were sent, by input name.
+        sampling_parameters: The ``sampling_parameters`` element (JSON bytes), if sent.
+        parameters: The request parameters JSON (``request.parameters()``); Triton puts
+            the ``"parameters"`` object of an HTTP generate body here.
+    """
+
+    text_input: Sequence[Any] | None
+    flags: Mapping[str, bool] = field(default_factory=dict)
+    sampling_parameters: bytes | str | None = None
+    parameters: str = ""
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """A validated request: prompt text, sampling parameters and output options."""
+
+    prompt: str
+    sampling: SamplingParams
+    stream: bool = False
+    exclude_input_in_output: bool = False
+    return_num_input_tokens: bool = False
+    return_num_output_tokens: bool = False
+    return_finish_reason: bool = False
+
+    def validate(self, options: GenerationSpec) -> None:
+        """Raise ``InvalidInputError`` naming the field that is wrong."""
+        if not self.prompt.strip():
+            raise InvalidInputError(f"input '{TEXT_INPUT}' must be a non-empty prompt")
+        if self.stream and not self.exclude_input_in_output:
+            # The vLLM backend's rule: a stream carries only new text.
+            raise InvalidInputError(
+                f"input '{EXCLUDE_INPUT}' = false is not allowed when streaming "
+                f"('{STREAM}' = true)"
+            )
+        self.sampling.validate(options.max_tokens_limit)
+
+    @classmethod
+    def from_raw(cls, raw: RawGenerationInputs, options: GenerationSpec) -> GenerationRequest:
+        """Interpret inputs the way Triton's vLLM backend does, then validate.
+
+        Tensors win over request parameters; ``exclude_input_in_output`` defaults to
+        true when streaming and false otherwise (non-streaming output starts with
+        the prompt, as vLLM's does).
+        """
+        prompt = _prompt(raw.text_input)
+        parameters = decode_json_object(raw.parameters, REQUEST_PARAMETERS)
+        flags = {name: raw.flags[name] for name in FLAG_INPUTS if name in raw.flags}
+        for name in FLAG_INPUTS:
+            if name not in flags and name in parameters:
+                flags[name] = to_bool(f"{REQUEST_PARAMETERS}.{name}", parameters[name])
+        if raw.sampling_parameters is not None:
+            sampling_dict = decode_json_object(raw.sampling_parameters, SAMPLING_PARAMETERS)
+        else:
+            sampling_dict = {k: v for k, v in parameters.items() if k not in FLAG_INPUTS}
+            unknown = sorted(set(sampling_dict) - set(SAMPLING_KEYS))
+            if unknown:
+                raise InvalidInputError(
+                    f"{REQUEST_PARAMETERS}: unknown key(s) {', '.join(unknown)}; supported: "
+                    f"{', '.join((*FLAG_INPUTS, *SAMPLING_KEYS))}"
+                )
+        sampling = sampling_params_from_dict(
+            sampling_dict, options.default_max_tokens, options.max_tokens_limit
+        )
+        stream = flags.get(STREAM, False)
+        request = cls(
+            prompt=prompt,
+            sampling=sampling,
+            stream=stream,
+            exclude_input_in_output=flags.get(EXCLUDE_INPUT, stream),
+            return_num_input_tokens=flags.get(RETURN_NUM_INPUT_TOKENS, False),
+            return_num_output_tokens=flags.get(RETURN_NUM_OUTPUT_TOKENS, False),
+            return_finish_reason=flags.get(RETURN_FINISH_REASON, False),
+        )
+        request.validate(options)
+        return request
+
+
+def _prompt(elements: Sequence[Any] | None) -> str:
+    if elements is None:
+        raise InvalidInputError(f"missing input '{TEXT_INPUT}'")
+    if len(elements) != 1:
+        raise InvalidInputError(
+            f"input '{TEXT_INPUT}' must hold exactly one prompt, got {len(elements)} elements"
+        )
+    value = elements[0]
+    if isinstance(value, str):
+        return value
+    if not isinstance(value, bytes):
+        raise InvalidInputError(
+            f"input '{TEXT_INPUT}' must be BYTES (UTF-8 text), got {type(value).__name__}"
+        )
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidInputError(
+            f"input '{TEXT_INPUT}' is not valid UTF-8 (byte {exc.start}: {exc.reason})"
+        ) from exc
