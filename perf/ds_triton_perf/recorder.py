@@ -8,6 +8,7 @@ request rate or the run length.
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections import Counter
 from dataclasses import dataclass, field
@@ -83,7 +84,7 @@ class Recorder:
             return
         self.tokens += len(times)
         self.ttft.record_seconds(times[0] - intended)
-        for before, after in zip(times, times[1:], strict=False):
+        for before, after in itertools.pairwise(times):
             self.itl.record_seconds(after - before)
 
     def _keep_sample(self, intended: float, sent: float, end: float, outcome: Outcome) -> None:

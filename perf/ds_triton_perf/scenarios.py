@@ -112,7 +112,8 @@ def load_scenarios(path: Path) -> ModelScenarios:
             perf_analyzer=[_build(PerfAnalyzerScenario, item, f"{where}:perf_analyzer")
                            for item in raw.get("perf_analyzer", [])],
             loadgen=[_build(LoadgenScenario, item, f"{where}:loadgen") for item in raw.get("loadgen", [])],
-            ceiling=_build(CeilingScenario, raw["ceiling"], f"{where}:ceiling") if raw.get("ceiling") else None,
+            ceiling=(_build(CeilingScenario, raw["ceiling"], f"{where}:ceiling")
+                     if raw.get("ceiling") else None),
             generation=_build(GenerationLoad, raw.get("generation", {}), f"{where}:generation"),
             source=path,
         )
@@ -132,7 +133,9 @@ def resolve_rate(value: Rate, best_rps: float | None) -> float:
     """``20`` → 20.0; ``"50%"`` → half of ``best_rps`` (which must then be known)."""
     if isinstance(value, str) and value.endswith("%"):
         if not best_rps:
-            raise ScenarioError(f"rate {value!r} is relative, but no closed-loop throughput was measured")
+            raise ScenarioError(
+                f"rate {value!r} is relative, but no closed-loop throughput was measured"
+            )
         return max(0.1, float(value[:-1]) / 100.0 * best_rps)
     return float(value)
 

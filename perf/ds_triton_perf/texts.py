@@ -16,7 +16,7 @@ from pathlib import Path
 # Word counts per length class (inclusive ranges); "long" stays under a 256-token limit.
 LENGTHS: dict[str, tuple[int, int]] = {"short": (4, 12), "medium": (30, 60), "long": (120, 180)}
 
-_WORDS = (
+_VOCABULARY = (
     "the a of to and in is for on with as by at from that this it be are was model server "
     "request batch latency throughput queue token text embedding vector search query user "
     "document product review customer support order delivery price quality service time "
@@ -25,7 +25,8 @@ _WORDS = (
     "fast slow large small new old first last good better best simple clear short long "
     "weather travel music movie book recipe coffee garden city river mountain ocean forest "
     "runs returns sends reads writes finds keeps shows makes takes gives holds moves starts"
-).split()
+)
+_WORDS = _VOCABULARY.split()
 
 
 def make_text(rng: random.Random, length: str) -> str:

@@ -22,7 +22,7 @@ async def triton_embedding(endpoint: Endpoint, requests: Iterator[list[str]]) ->
     if endpoint.protocol == "grpc":
         import tritonclient.grpc.aio as client_module
     else:
-        import tritonclient.http.aio as client_module  # type: ignore[no-redef]
+        import tritonclient.http.aio as client_module
     client: Any = client_module.InferenceServerClient(endpoint.url)
     try:
         output = client_module.InferRequestedOutput(OUTPUT)

@@ -1,0 +1,105 @@
+"""Comparisons and targets computed from a finished run (ratios, never pass/fail tests).
+
+Every ratio is *this project ÷ the other system*, so above 1.0 means this
+project is ahead. A target row says ``met``/``missed`` against the issue's
+bar and is ``not measured`` when its inputs were not in the run.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ds_triton_perf.results import BenchResults, LoadRun
+
+PROJECT = "triton"
+
+
+def best_closed(results: BenchResults, model: str, system: str, texts: str) -> LoadRun | None:
+    """The closed-loop run with the highest items/s for ``system`` on ``texts``."""
+    runs = [r for r in results.load_runs if (r.model, r.system, r.texts, r.result.spec.mode)
+            == (model, system, texts, "closed") and r.result.completed]
+    return max(runs, key=lambda r: r.result.items_per_s) if runs else None
+
+
+def ceiling_best(results: BenchResults, model: str, texts: str) -> tuple[float, int] | None:
+    points = [p for m, p in results.ceiling if m == model and p.texts == texts]
+    if not points:
+        return None
+    best = max(points, key=lambda p: p.items_per_s)
+    return best.items_per_s, best.batch_size
+
+
+def compare(results: BenchResults) -> None:
+    """Fill ``results.comparisons`` and ``results.targets``."""
+    for model in sorted({r.model for r in results.load_runs} | {m for m, _ in results.ceiling}):
+        mixes = sorted({r.texts for r in results.load_runs if r.model == model}
+                       | {p.texts for m, p in results.ceiling if m == model})
+        for texts in mixes:
+            _compare_mix(results, model, texts)
+        _latency_target(results, model)
+
+
+def _compare_mix(results: BenchResults, model: str, texts: str) -> None:
+    ours = best_closed(results, model, PROJECT, texts)
+    ours_ips = ours.result.items_per_s if ours else math.nan
+    rows: list[dict[str, Any]] = []
+    if ours:
+        rows.append(_row(model, texts, "this project (Triton)", ours_ips, ours.result.spec.concurrency,
+                         ours))
+    ceiling = ceiling_best(results, model, texts)
+    if ceiling:
+        rows.append({"model": model, "texts": texts, "system": "in-process ceiling",
+                     "best_items_per_s": round(ceiling[0], 2), "at": f"batch {ceiling[1]}",
+                     "p99_ms_at_best": None, "project_ratio": _ratio(ours_ips, ceiling[0])})
+    for system, title in (("pytriton", "PyTriton (@batch)"), ("rest", "naive REST (FastAPI)")):
+        run = best_closed(results, model, system, texts)
+        if run:
+            rows.append(_row(model, texts, title, run.result.items_per_s, run.result.spec.concurrency,
+                             run, ours_ips))
+    results.comparisons.extend(rows)
+    bars = {"in-process ceiling": 0.95 if texts == "uniform" else 1.0,
+            "PyTriton (@batch)": 1.0, "naive REST (FastAPI)": 3.0}
+    for row in rows:
+        if row["system"] in bars:
+            _target(results, f"{model} throughput vs {row['system']} ({texts} texts)",
+                    bars[row["system"]], row["project_ratio"])
+
+
+def _latency_target(results: BenchResults, model: str) -> None:
+    """p99 at half of max throughput ≤ 2× single-request latency (this project, per mix)."""
+    for texts in sorted({r.texts for r in results.load_runs if r.model == model}):
+        runs = [r for r in results.load_runs if (r.model, r.system, r.texts) == (model, PROJECT, texts)]
+        half = [r for r in runs if r.result.spec.mode == "open" and r.result.label == "50%"]
+        single = [r for r in runs if r.result.spec.mode == "closed" and r.result.spec.concurrency == 1]
+        if not half or not single:
+            continue
+        p99 = half[0].result.latency_ms["p99"]
+        alone = single[0].result.latency_ms["p50"]
+        _target(results, f"{model} p99 at 50% of max throughput ÷ single-request p50 ({texts})",
+                2.0, _ratio(p99, alone), lower_is_better=True,
+                detail=f"p99 {p99:.1f} ms at {half[0].result.spec.rate:.1f} req/s; alone {alone:.1f} ms")
+
+
+def _row(model: str, texts: str, title: str, ips: float, concurrency: int, run: LoadRun,
+         ours_ips: float | None = None) -> dict[str, Any]:
+    return {"model": model, "texts": texts, "system": title, "best_items_per_s": round(ips, 2),
+            "at": f"concurrency {concurrency}", "p99_ms_at_best": round(run.result.latency_ms["p99"], 1),
+            "project_ratio": 1.0 if ours_ips is None else _ratio(ours_ips, ips)}
+
+
+def _target(results: BenchResults, name: str, bar: float, value: float | None,
+            lower_is_better: bool = False, detail: str = "") -> None:
+    if value is None or math.isnan(value):
+        verdict = "not measured"
+    else:
+        verdict = "met" if (value <= bar if lower_is_better else value >= bar) else "missed"
+    results.targets.append({"target": name, "bar": f"{'≤' if lower_is_better else '≥'} {bar:g}×",
+                            "measured": None if value is None else round(value, 3),
+                            "verdict": verdict, "detail": detail})
+
+
+def _ratio(numerator: float, denominator: float) -> float | None:
+    if not denominator or math.isnan(numerator) or math.isnan(denominator):
+        return None
+    return round(numerator / denominator, 3)

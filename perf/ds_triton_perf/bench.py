@@ -1,0 +1,153 @@
+"""``ds-triton-perf bench``: run the suite, write ``perf/results/<timestamp>/``, print the summary.
+
+Uses a server that is already running (``--http-url``/``--grpc-url``, or
+``make serve``'s default ports) or starts one itself over the model
+repository with ``ds_triton.runtime.tritonserver.running_server``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import platform
+import shlex
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from ds_triton.runtime.tritonserver import Ports, ServerOptions, running_server
+from ds_triton_perf.analysis import compare
+from ds_triton_perf.embedding_bench import EmbeddingBench
+from ds_triton_perf.report import summary_markdown, write_html
+from ds_triton_perf.results import BenchResults, write_raw
+from ds_triton_perf.scenarios import SCENARIO_DIR, ModelScenarios, default_scenarios
+from ds_triton_perf.steps import StepLog
+from ds_triton_perf.systems import SYSTEMS, ServerUrls
+
+
+@dataclass
+class BenchOptions:
+    """What to run and where.
+
+    Attributes:
+        quick: Short runs and fewer sweep points (smoke tests, development).
+        out_root: Parent of the timestamped results folder.
+        scenario_dir: Folder of ``<model>.yaml`` scenario files.
+        model_repository: Served repository (and the peers' model folders).
+        server: Use this running server instead of probing/starting one.
+        systems: Which systems to drive with the load generator.
+        only: Run only scenarios with these names (empty: all).
+        models: Run only these models (empty: all with a scenario file).
+        progress: Show progress bars.
+    """
+
+    quick: bool = False
+    out_root: Path = Path("perf/results")
+    scenario_dir: Path = SCENARIO_DIR
+    model_repository: Path = Path("model_repository")
+    server: ServerUrls | None = None
+    systems: Sequence[str] = SYSTEMS
+    only: Sequence[str] = ()
+    models: Sequence[str] = ()
+    progress: bool = True
+    command: str = field(default_factory=lambda: shlex.join(["ds-triton-perf", *sys.argv[1:]]))
+
+
+def run_bench(options: BenchOptions) -> Path:
+    """Run the suite; returns the results folder (with report.html and summary.md)."""
+    log = StepLog()
+    out_dir = options.out_root / datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    suites = [_filtered(s, options) for s in default_scenarios(options.scenario_dir)
+              if not options.models or s.model in options.models]
+    results = BenchResults(meta=_meta(options))
+    with _server(options, out_dir, [s.model for s in suites], log) as server:
+        results.meta["server"] = f"http {server.http}, grpc {server.grpc}"
+        for suite in suites:
+            if not _model_ready(server, suite.model):
+                results.notes.append(f"{suite.model}: not READY on the server; its scenarios were skipped")
+                log.step(f"{suite.model}: not ready on the server, skipped")
+                continue
+            if suite.task == "embedding":
+                EmbeddingBench(suite, options.model_repository / suite.model, server, results, out_dir,
+                               log, quick=options.quick, systems=tuple(options.systems),
+                               progress=options.progress).run()
+            else:
+                results.notes.append(f"{suite.model}: task {suite.task!r} has no bench runner yet")
+    compare(results)
+    results.meta["elapsed_s"] = round(log.elapsed_s, 1)
+    write_raw(results, out_dir)
+    summary = summary_markdown(results)
+    (out_dir / "summary.md").write_text(summary)
+    write_html(results, out_dir / "report.html")
+    print(summary)
+    print(f"Report: {out_dir / 'report.html'}\nSummary: {out_dir / 'summary.md'}")
+    return out_dir
+
+
+@contextlib.contextmanager
+def _server(options: BenchOptions, out_dir: Path, models: Sequence[str],
+            log: StepLog) -> Iterator[ServerUrls]:
+    if options.server is not None:
+        yield options.server
+        return
+    default = ServerUrls("127.0.0.1:8000", "127.0.0.1:8001", "http://127.0.0.1:8002/metrics")
+    if _ready(default.http):
+        log.step("using the server already running on 127.0.0.1:8000 (`make serve`)")
+        yield default
+        return
+    ports = Ports.free()
+    log.step(f"starting tritonserver on {options.model_repository} (ports {ports.http}/{ports.grpc})")
+    server_options = ServerOptions(model_repository=options.model_repository, ports=ports,
+                                   run_dir=out_dir / "server", model_control="none")
+    present = [m for m in models if (options.model_repository / m / "config.pbtxt").is_file()]
+    with running_server(server_options, log_path=out_dir / "server.log", models=present) as server:
+        log.detail("server ready")
+        yield ServerUrls(server.http_url, server.grpc_url, server.metrics_url)
+
+
+def _filtered(suite: ModelScenarios, options: BenchOptions) -> ModelScenarios:
+    if not options.only:
+        return suite
+    return dataclasses.replace(
+        suite,
+        perf_analyzer=[s for s in suite.perf_analyzer if s.name in options.only],
+        loadgen=[s for s in suite.loadgen if s.name in options.only],
+        ceiling=suite.ceiling if "ceiling" in options.only else None,
+    )
+
+
+def _ready(http_url: str, path: str = "/v2/health/ready") -> bool:
+    try:
+        with urllib.request.urlopen(f"http://{http_url}{path}", timeout=2) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _model_ready(server: ServerUrls, model: str) -> bool:
+    return _ready(server.http, f"/v2/models/{model}/ready")
+
+
+def _meta(options: BenchOptions) -> dict[str, object]:
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    cores = len(os.sched_getaffinity(0))
+    return {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{cpu}, {cores} cores, {platform.system()} {platform.release()}, no GPU"
+        if not Path("/dev/nvidia0").exists() else f"{cpu}, {cores} cores, NVIDIA GPU",
+        "command": options.command,
+        "quick": options.quick,
+        "started_unix": time.time(),
+    }

@@ -1,0 +1,57 @@
+"""``ds-triton-perf``: the benchmark suite's command line."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+from ds_triton_perf.scenarios import SCENARIO_DIR
+from ds_triton_perf.systems import SYSTEMS, ServerUrls
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ds-triton-perf", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    bench = commands.add_parser("bench", help="run the benchmark suite and write a report")
+    bench.add_argument("--quick", action="store_true", help="short runs, fewer points (~2 minutes)")
+    bench.add_argument("--out", type=Path, default=Path("perf/results"), help="results parent folder")
+    bench.add_argument("--scenarios", type=Path, default=SCENARIO_DIR, help="folder of <model>.yaml files")
+    bench.add_argument("--model-repository", type=Path, default=Path("model_repository"))
+    bench.add_argument("--http-url",
+                       help="running server's HTTP host:port (default: probe :8000, else start one)")
+    bench.add_argument("--grpc-url", help="running server's gRPC host:port")
+    bench.add_argument("--metrics-url", help="running server's metrics URL (http://host:port/metrics)")
+    bench.add_argument("--systems", nargs="+", choices=SYSTEMS, default=list(SYSTEMS),
+                       help="systems the load generator drives")
+    bench.add_argument("--only", nargs="+", default=[], metavar="SCENARIO",
+                       help="run only these scenario names ('ceiling' for the in-process ceiling)")
+    bench.add_argument("--model", nargs="+", default=[], dest="models", help="only these models")
+    bench.add_argument("--no-progress", action="store_true", help="no progress bars")
+    bench.set_defaults(func=_bench)
+    return parser
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from ds_triton_perf.bench import BenchOptions, run_bench
+
+    server = None
+    if args.http_url or args.grpc_url:
+        if not (args.http_url and args.grpc_url):
+            raise SystemExit("--http-url and --grpc-url go together")
+        server = ServerUrls(args.http_url, args.grpc_url, args.metrics_url)
+    run_bench(BenchOptions(
+        quick=args.quick, out_root=args.out, scenario_dir=args.scenarios,
+        model_repository=args.model_repository, server=server, systems=args.systems,
+        only=args.only, models=args.models, progress=not args.no_progress,
+    ))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
