@@ -79,6 +79,8 @@ class DeploymentSpec:
             or any(not isinstance(g, int) or g < 0 for g in self.gpus)
         ):
             raise SpecError(f"deployment.gpus must be 'all' or a list of ids >= 0, got {self.gpus!r}")
+        if self.gpus != "all" and len(set(self.gpus)) != len(self.gpus):
+            raise SpecError(f"deployment.gpus lists a GPU more than once: {list(self.gpus)}")
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from ds_triton.commands import serve
+from ds_triton.commands import add_model, check, render, serve
 
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
-COMMANDS: list[Register] = [serve.register]
+COMMANDS: list[Register] = [serve.register, add_model.register, check.register, render.register]

@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from types import FrameType
 
+from ds_triton.repository.machine import detect_gpu_ids
+from ds_triton.repository.writer import resolve_gpus_for_serving
 from ds_triton.runtime.tritonserver import Ports, ServerOptions, TritonServer
 
 
@@ -48,6 +50,10 @@ Ctrl-C stops the server.
 
 
 def run(args: argparse.Namespace) -> int:
+    # The same repository serves 1, 4 or 8 GPUs: models that say gpus "all" get one
+    # instance group per GPU of this machine. Without GPUs nothing is rewritten.
+    for name in resolve_gpus_for_serving(args.model_repository, detect_gpu_ids()):
+        print(f"{name}: config.pbtxt re-rendered for this machine's GPUs", file=sys.stderr)
     ports = Ports(args.http_port, args.grpc_port, args.metrics_port)
     options = ServerOptions(
         model_repository=args.model_repository,
