@@ -32,12 +32,16 @@ def ceiling_best(results: BenchResults, model: str, texts: str) -> tuple[float, 
 
 def compare(results: BenchResults) -> None:
     """Fill ``results.comparisons`` and ``results.targets``."""
-    for model in sorted({r.model for r in results.load_runs} | {m for m, _ in results.ceiling}):
+    generation = {m for m, _ in results.static_batches}
+    embedding = {r.model for r in results.load_runs} | {m for m, _ in results.ceiling}
+    for model in sorted(embedding - generation):
         mixes = sorted({r.texts for r in results.load_runs if r.model == model}
                        | {p.texts for m, p in results.ceiling if m == model})
         for texts in mixes:
             _compare_mix(results, model, texts)
         _latency_target(results, model)
+    for model, static in results.static_batches:
+        _generation_targets(results, model, static.tokens_per_s)
 
 
 def _compare_mix(results: BenchResults, model: str, texts: str) -> None:
@@ -103,3 +107,29 @@ def _ratio(numerator: float, denominator: float) -> float | None:
     if not denominator or math.isnan(numerator) or math.isnan(denominator):
         return None
     return round(numerator / denominator, 3)
+
+
+def _generation_targets(results: BenchResults, model: str, static_tokens_per_s: float) -> None:
+    """Streams vs static batches of the same requests; TTFT under load vs alone."""
+    streams = {r.result.spec.concurrency: r for r in results.load_runs
+               if r.model == model and r.result.spec.mode == "closed" and r.result.ttft_ms}
+    busiest = streams.get(16) or (streams[max(streams)] if streams else None)
+    ours = busiest.result.tokens_per_s if busiest else math.nan
+    level = busiest.result.spec.concurrency if busiest else 16
+    results.comparisons.append({
+        "model": model, "texts": "prompts", "system": f"this project, {level} streams (tokens/s)",
+        "best_items_per_s": round(ours, 2), "at": f"concurrency {level}",
+        "p99_ms_at_best": round(busiest.result.latency_ms["p99"], 1) if busiest else None,
+        "project_ratio": 1.0})
+    results.comparisons.append({
+        "model": model, "texts": "prompts", "system": "in-process static batches (useful tokens/s)",
+        "best_items_per_s": round(static_tokens_per_s, 2), "at": "static batch",
+        "p99_ms_at_best": None, "project_ratio": _ratio(ours, static_tokens_per_s)})
+    _target(results, f"{model} tokens/s, {level} streams ÷ static batches", 1.2,
+            _ratio(ours, static_tokens_per_s))
+    single = streams.get(1)
+    if busiest and single:
+        p99, alone = busiest.result.ttft_ms["p99"], single.result.ttft_ms["p50"]
+        _target(results, f"{model} TTFT p99 at {level} streams ÷ single-stream TTFT p50", 3.0,
+                _ratio(p99, alone), lower_is_better=True,
+                detail=f"p99 {p99:.1f} ms vs {alone:.1f} ms alone")

@@ -24,6 +24,7 @@ from pathlib import Path
 from ds_triton.runtime.tritonserver import Ports, ServerOptions, running_server
 from ds_triton_perf.analysis import compare
 from ds_triton_perf.embedding_bench import EmbeddingBench
+from ds_triton_perf.generation_bench import GenerationBench
 from ds_triton_perf.report import summary_markdown, write_html
 from ds_triton_perf.results import BenchResults, write_raw
 from ds_triton_perf.scenarios import SCENARIO_DIR, ModelScenarios, default_scenarios
@@ -79,7 +80,8 @@ def run_bench(options: BenchOptions) -> Path:
                                log, quick=options.quick, systems=tuple(options.systems),
                                progress=options.progress).run()
             else:
-                results.notes.append(f"{suite.model}: task {suite.task!r} has no bench runner yet")
+                GenerationBench(suite, options.model_repository / suite.model, server, results, out_dir,
+                                log, quick=options.quick, progress=options.progress).run()
     compare(results)
     results.meta["elapsed_s"] = round(log.elapsed_s, 1)
     write_raw(results, out_dir)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import urllib.error
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,11 +18,11 @@ from ds_triton_perf.loadgen import LoadResult, LoadSpec, run_load
 from ds_triton_perf.perf_analyzer import PaRun, run_perf_analyzer
 from ds_triton_perf.results import BenchResults, LoadRun, PaPoint
 from ds_triton_perf.scenarios import LoadgenScenario, ModelScenarios, PerfAnalyzerScenario, resolve_rate
+from ds_triton_perf.server_side import StatsProbe
 from ds_triton_perf.steps import StepLog
 from ds_triton_perf.systems import ServerUrls, open_system
 from ds_triton_perf.targets import Endpoint, open_embedding_target
 from ds_triton_perf.texts import text_mix, write_input_data
-from ds_triton_perf.triton_stats import ServerBreakdown, StatsSnapshot, diff, snapshot
 
 
 @dataclass
@@ -39,6 +38,9 @@ class EmbeddingBench:
     quick: bool = False
     systems: tuple[str, ...] = ("triton", "pytriton", "rest")
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        self._probe = StatsProbe(self.results.notes)
 
     def run(self) -> None:
         self.run_ceiling()
@@ -96,9 +98,9 @@ class EmbeddingBench:
         label = f"{scenario.name} {endpoint.system} " + (
             f"c={spec.concurrency}" if spec.mode == "closed" else f"{spec.rate:.1f}/s ({requested})")
         self.log.step(f"{model}: loadgen {label}")
-        before = self._snapshot(urls, endpoint.model)
+        before = self._probe.before(urls, endpoint.model)
         result = asyncio.run(self._drive(endpoint, scenario.texts, spec, label))
-        server = self._diff(before, urls, endpoint.model)
+        server = self._probe.after(before, urls, endpoint.model)
         result.label = str(requested)
         self.results.load_runs.append(LoadRun(model, scenario.name, endpoint.system, scenario.texts,
                                               result, server))
@@ -131,10 +133,10 @@ class EmbeddingBench:
                 )
                 self.log.step(f"{model}: perf_analyzer {scenario.name} {scenario.mode}={run.level:g} "
                               f"batch {batch_size}")
-                before = self._snapshot(self.server, model)
+                before = self._probe.before(self.server, model)
                 result = run_perf_analyzer(run, self.out_dir / "perf_analyzer" / scenario.name)
                 point = PaPoint(model, scenario.name, scenario.texts, result,
-                                self._diff(before, self.server, model))
+                                self._probe.after(before, self.server, model))
                 self.results.perf_analyzer.append(point)
                 self.log.detail(f"{result.throughput:.1f} infer/s, p99 "
                                 f"{result.latency_ms.get('p99', float('nan')):.1f} ms"
@@ -143,22 +145,6 @@ class EmbeddingBench:
     # -- helpers ------------------------------------------------------------
     def _texts(self, mix: str) -> list[str]:
         return text_mix(self.scenarios.text_weights(mix), count=256, seed=0)
-
-    def _snapshot(self, urls: ServerUrls | None, model: str) -> StatsSnapshot | None:
-        if urls is None:
-            return None
-        try:
-            return snapshot(urls.http, urls.metrics, model)
-        except (urllib.error.URLError, OSError, KeyError) as exc:
-            note = f"statistics of {model} at {urls.http} unavailable: {exc}"
-            if note not in self.results.notes:
-                self.results.notes.append(note)
-            return None
-
-    def _diff(self, before: StatsSnapshot | None, urls: ServerUrls | None,
-              model: str) -> ServerBreakdown | None:
-        after = self._snapshot(urls, model) if before is not None else None
-        return diff(before, after) if before is not None and after is not None else None
 
     def _loadgen_order(self) -> list[LoadgenScenario]:
         # Closed loops first: relative open-loop rates need their best throughput.

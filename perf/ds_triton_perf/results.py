@@ -11,6 +11,7 @@ from typing import Any
 
 from ds_triton_perf.loadgen import LoadResult
 from ds_triton_perf.peers.ceiling import CeilingPoint
+from ds_triton_perf.peers.static_batches import StaticBatchResult
 from ds_triton_perf.perf_analyzer import PaResult
 from ds_triton_perf.triton_stats import ServerBreakdown
 
@@ -58,6 +59,7 @@ class BenchResults:
 
     meta: dict[str, Any]
     ceiling: list[tuple[str, CeilingPoint]] = field(default_factory=list)
+    static_batches: list[tuple[str, StaticBatchResult]] = field(default_factory=list)
     perf_analyzer: list[PaPoint] = field(default_factory=list)
     load_runs: list[LoadRun] = field(default_factory=list)
     comparisons: list[dict[str, Any]] = field(default_factory=list)
@@ -74,6 +76,7 @@ class BenchResults:
         return {
             "meta": self.meta,
             "ceiling": [{"model": m, **p.to_row()} for m, p in self.ceiling],
+            "static_batches": [{"model": m, **b.to_row()} for m, b in self.static_batches],
             "perf_analyzer": [p.to_row() | {"server": p.server.to_dict() if p.server else None}
                               for p in self.perf_analyzer],
             "load_runs": [{"model": r.model, "scenario": r.scenario, "system": r.system,
@@ -94,6 +97,7 @@ def write_raw(results: BenchResults, out_dir: Path) -> list[Path]:
         "loadgen.csv": [r.to_row() for r in results.load_runs],
         "perf_analyzer.csv": [p.to_row() for p in results.perf_analyzer],
         "ceiling.csv": [{"model": m, **p.to_row()} for m, p in results.ceiling],
+        "static_batches.csv": [{"model": m, **b.to_row()} for m, b in results.static_batches],
         "comparisons.csv": results.comparisons,
         "samples.csv": [{"model": r.model, "scenario": r.scenario, "system": r.system,
                          "level": r.result.spec.level, **vars(s)}

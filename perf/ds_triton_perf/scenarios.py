@@ -72,10 +72,17 @@ class CeilingScenario:
 
 @dataclass(frozen=True)
 class GenerationLoad:
-    """Prompts and output lengths for a generation model."""
+    """Requests for a generation model: prompt mix, output lengths, the static baseline.
+
+    Request ``i`` is prompt ``i`` of the mix with ``max_tokens[i % len(max_tokens)]``; the
+    load generator, perf_analyzer and the static-batch baseline all use the same list.
+    """
 
     prompts: str = "mixed"
     max_tokens: list[int] = field(default_factory=lambda: [16, 32, 64])
+    requests: int = 64
+    quick_requests: int = 16
+    static_batch_size: int = 16
 
 
 @dataclass(frozen=True)
@@ -119,7 +126,10 @@ def load_scenarios(path: Path) -> ModelScenarios:
         )
     except KeyError as exc:
         raise ScenarioError(f"{where}: missing key {exc.args[0]!r}") from None
-    for name in [s.texts for s in scenarios.perf_analyzer] + [s.texts for s in scenarios.loadgen]:
+    names = [s.texts for s in scenarios.perf_analyzer] + [s.texts for s in scenarios.loadgen]
+    if scenarios.task == "generation":
+        names.append(scenarios.generation.prompts)
+    for name in names:
         scenarios.text_weights(name)
     return scenarios
 

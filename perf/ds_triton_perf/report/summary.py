@@ -27,7 +27,7 @@ def summary_markdown(results: BenchResults) -> str:
     ]
     if results.comparisons:
         parts += ["## Peers and ceiling (best closed-loop throughput)", table(
-            ["model", "texts", "system", "texts/s", "at", "p99 ms at best", "project ÷ system"],
+            ["model", "texts", "system", "items/s", "at", "p99 ms at best", "project ÷ system"],
             [[c["model"], c["texts"], c["system"], c["best_items_per_s"], c["at"], c["p99_ms_at_best"],
               c["project_ratio"]] for c in results.comparisons])]
     if results.targets:
@@ -35,9 +35,10 @@ def summary_markdown(results: BenchResults) -> str:
             ["target", "bar", "measured", "verdict", "detail"],
             [[t["target"], t["bar"], t["measured"], t["verdict"], t["detail"]] for t in results.targets])]
     if results.load_runs:
-        parts += ["## Load generator runs", table(
-            ["model", "scenario", "system", "texts", "load", "req/s", "texts/s", "p50", "p90", "p99",
-             "p99.9", "max", "errors", "server batch", "queue ms", "infer ms", "loadgen CPU"],
+        parts += ["## Load generator runs (latency ms; items are texts or tokens)", table(
+            ["model", "scenario", "system", "texts", "load", "req/s", "items/s", "p50", "p90", "p99",
+             "p99.9", "max", "TTFT p50", "TTFT p99", "ITL p50", "errors", "server batch", "queue ms",
+             "infer ms", "loadgen CPU"],
             [_load_row(r) for r in results.load_runs])]
     if results.perf_analyzer:
         parts += ["## perf_analyzer runs", table(
@@ -53,6 +54,11 @@ def summary_markdown(results: BenchResults) -> str:
         parts += ["## In-process ceiling (no server)", table(
             ["model", "texts", "batch", "texts/s", "ms per batch"],
             [[m, p.texts, p.batch_size, p.items_per_s, p.batch_latency_ms] for m, p in results.ceiling])]
+    if results.static_batches:
+        parts += ["## In-process static batches (generation baseline, no server)", table(
+            ["model", "batch", "requests", "useful tokens", "generated tokens", "s", "useful tokens/s"],
+            [[m, b.batch_size, b.requests, b.useful_tokens, b.generated_tokens, b.seconds, b.tokens_per_s]
+             for m, b in results.static_batches])]
     if results.notes:
         parts += ["## Notes", "\n".join(f"- {note}" for note in results.notes)]
     return "\n\n".join(parts) + "\n"
@@ -63,7 +69,8 @@ def _load_row(run: Any) -> list[Any]:
     load = f"c={r.spec.concurrency}" if r.spec.mode == "closed" else f"{r.spec.rate:.1f}/s ({r.label})"
     lat = r.latency_ms
     return [run.model, run.scenario, run.system, run.texts, load, r.throughput_rps, r.items_per_s,
-            lat["p50"], lat["p90"], lat["p99"], lat["p99.9"], lat["max"], r.error_count,
+            lat["p50"], lat["p90"], lat["p99"], lat["p99.9"], lat["max"], r.ttft_ms.get("p50"),
+            r.ttft_ms.get("p99"), r.itl_ms.get("p50"), r.error_count,
             server.achieved_batch_size if server else None,
             _ms(server.stage_us["queue"]) if server else None,
             _ms(server.stage_us["compute_infer"]) if server else None, f"{r.loadgen_cpu_cores:.2f} cores"]

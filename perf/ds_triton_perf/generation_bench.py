@@ -1,0 +1,114 @@
+"""The generation suite of one model: static-batch baseline, streaming load, perf_analyzer streams.
+
+The same request list (prompt i with ``max_tokens[i % k]``, EOS ignored) feeds
+the in-process static batches, the load generator's streams and
+perf_analyzer's ``--streaming`` runs, so tokens/s are comparable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from ds_triton_perf.loadgen import LoadResult, LoadSpec, run_load
+from ds_triton_perf.perf_analyzer import PaRun, run_perf_analyzer
+from ds_triton_perf.results import BenchResults, LoadRun, PaPoint
+from ds_triton_perf.scenarios import LoadgenScenario, ModelScenarios, PerfAnalyzerScenario
+from ds_triton_perf.server_side import StatsProbe
+from ds_triton_perf.steps import StepLog
+from ds_triton_perf.systems import ServerUrls
+from ds_triton_perf.targets.generation import open_generation_target
+from ds_triton_perf.texts import text_mix
+
+
+@dataclass
+class GenerationBench:
+    """Runs every scenario of one generation model and appends to ``results``."""
+
+    scenarios: ModelScenarios
+    model_dir: Path
+    server: ServerUrls
+    results: BenchResults
+    out_dir: Path
+    log: StepLog
+    quick: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        self._probe = StatsProbe(self.results.notes)
+        load = self.scenarios.generation
+        count = load.quick_requests if self.quick else load.requests
+        prompts = text_mix(self.scenarios.text_weights(load.prompts), count=count, seed=1)
+        self.requests = [(p, load.max_tokens[i % len(load.max_tokens)]) for i, p in enumerate(prompts)]
+
+    def run(self) -> None:
+        self.run_static_batches()
+        for scenario in self.scenarios.loadgen:
+            sweep = scenario.quick_sweep if self.quick and scenario.quick_sweep else scenario.sweep
+            for level in sweep:
+                self._stream_point(scenario, int(float(level)))
+        for pa in self.scenarios.perf_analyzer:
+            self.run_perf_analyzer(pa)
+
+    def run_static_batches(self) -> None:
+        from ds_triton_perf.peers.static_batches import measure_static_batches
+
+        size = self.scenarios.generation.static_batch_size
+        self.log.step(f"{self.scenarios.model}: in-process static batches of {size}")
+        result = measure_static_batches(self.model_dir, [p for p, _ in self.requests],
+                                        [t for _, t in self.requests], batch_size=size)
+        self.results.static_batches.append((self.scenarios.model, result))
+        self.log.detail(f"{result.tokens_per_s:.1f} useful tokens/s "
+                        f"({result.useful_tokens} of {result.generated_tokens} generated)")
+        gc.collect()
+
+    def _stream_point(self, scenario: LoadgenScenario, concurrency: int) -> None:
+        model = self.scenarios.model
+        spec = LoadSpec(mode="closed", concurrency=concurrency,
+                        duration_s=scenario.quick_duration_s if self.quick else scenario.duration_s,
+                        warmup_s=min(scenario.warmup_s, 0.5) if self.quick else scenario.warmup_s,
+                        request_timeout_s=120.0)
+        self.log.step(f"{model}: loadgen {scenario.name} streams c={concurrency}")
+        before = self._probe.before(self.server, model)
+        result = asyncio.run(self._drive(spec, f"{scenario.name} c={concurrency}"))
+        result.label = str(concurrency)
+        server = self._probe.after(before, self.server, model)
+        self.results.load_runs.append(LoadRun(model, scenario.name, "triton", scenario.texts, result,
+                                              server))
+        ttft = result.ttft_ms.get("p50", float("nan"))
+        self.log.detail(f"{result.tokens_per_s:.1f} tokens/s, TTFT p50 {ttft:.1f} ms, "
+                        f"{result.error_count} errors")
+
+    async def _drive(self, spec: LoadSpec, label: str) -> LoadResult:
+        async with open_generation_target(self.server.http, self.scenarios.model,
+                                          self.requests) as request:
+            return await run_load(request, spec, label=label, progress=self.progress)
+
+    def run_perf_analyzer(self, scenario: PerfAnalyzerScenario) -> None:
+        model = self.scenarios.model
+        data = {"data": [{
+            "text_input": [prompt], "stream": [True], "exclude_input_in_output": [True],
+            "sampling_parameters": [json.dumps({"temperature": 0, "max_tokens": tokens,
+                                                "ignore_eos": True})],
+        } for prompt, tokens in self.requests]}
+        input_data = self.out_dir / "inputs" / f"{model}.json"
+        input_data.parent.mkdir(parents=True, exist_ok=True)
+        input_data.write_text(json.dumps(data))
+        sweep = scenario.quick_sweep if self.quick and scenario.quick_sweep else scenario.sweep
+        url = self.server.grpc if scenario.protocol == "grpc" else self.server.http
+        window = scenario.quick_measurement_ms if self.quick else scenario.measurement_ms
+        for level in sweep:
+            run = PaRun(model=model, url=url, protocol=scenario.protocol, mode=scenario.mode,
+                        level=float(level), input_data=input_data, streaming=scenario.streaming,
+                        measurement_ms=window)
+            self.log.step(f"{model}: perf_analyzer {scenario.name} {scenario.mode}={level}"
+                          + (" (streaming)" if scenario.streaming else ""))
+            before = self._probe.before(self.server, model)
+            result = run_perf_analyzer(run, self.out_dir / "perf_analyzer" / scenario.name)
+            self.results.perf_analyzer.append(PaPoint(model, scenario.name, scenario.texts, result,
+                                                      self._probe.after(before, self.server, model)))
+            self.log.detail(f"{result.throughput:.1f} responses/s" if result.ok
+                            else f"FAILED: {result.message[-200:]}")
