@@ -1,1 +1,41 @@
-"""Placeholder; filled in by its issue."""
+"""Typed sync/async client for DeepSpeed models served by Triton, with failover across replicas.
+
+from ds_triton_client import Client
+with Client("http://127.0.0.1:8000") as client:
+    vectors = client.embed(["hello", "world"])   # float32 (2, 384)
+"""
+
+from ds_triton_client.aclient import AsyncClient
+from ds_triton_client.client import Client
+from ds_triton_client.codec import GenerationResult
+from ds_triton_client.endpoints import Endpoint, parse_endpoints
+from ds_triton_client.errors import (
+    ClientError,
+    DeadlineExceededError,
+    InvalidInputError,
+    ModelNotReadyError,
+    NoHealthyEndpointError,
+    OverloadedError,
+    ServerConnectionError,
+    ServerError,
+    StreamInterruptedError,
+)
+from ds_triton_client.options import ClientOptions
+
+__all__ = [
+    "AsyncClient",
+    "Client",
+    "ClientError",
+    "ClientOptions",
+    "DeadlineExceededError",
+    "Endpoint",
+    "GenerationResult",
+    "InvalidInputError",
+    "ModelNotReadyError",
+    "NoHealthyEndpointError",
+    "OverloadedError",
+    "ServerConnectionError",
+    "ServerError",
+    "StreamInterruptedError",
+    "parse_endpoints",
+]

@@ -1,0 +1,210 @@
+"""Model interfaces as data: build request tensors/fields, read responses (no I/O).
+
+``text_embedding``: input ``text`` BYTES [n, 1] → ``embedding`` FP32 [n, dim].
+``text_generation`` (the Triton vLLM-backend interface, decoupled): ``text_input``,
+``stream``, ``sampling_parameters`` (JSON), ``exclude_input_in_output``,
+``return_num_input_tokens``/``return_num_output_tokens`` → ``text_output`` plus
+token counts, one response per piece when streaming.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ds_triton_client.errors import InvalidInputError
+
+EMBED_INPUT = "text"
+EMBED_OUTPUT = "embedding"
+
+#: Sampling keys the generation model accepts and the Python types each may have.
+SAMPLING_KEYS: dict[str, tuple[type, ...]] = {
+    "max_tokens": (int,),
+    "temperature": (int, float),
+    "top_p": (int, float),
+    "top_k": (int,),
+    "seed": (int,),
+    "stop": (str, list),
+    "ignore_eos": (bool,),
+}
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """One named input tensor, protocol-neutral."""
+
+    name: str
+    data: np.ndarray
+    datatype: str
+
+
+def embedding_inputs(texts: Sequence[str]) -> list[Tensor]:
+    """The ``text`` tensor [n, 1] for a chunk of texts.
+
+    Raises:
+        InvalidInputError: A text is not a ``str`` (names its position).
+    """
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise InvalidInputError(f"texts[{i}] must be str, got {type(text).__name__}")
+    data = np.array([t.encode("utf-8") for t in texts], dtype=np.object_).reshape(-1, 1)
+    return [Tensor(EMBED_INPUT, data, "BYTES")]
+
+
+def embedding_output(outputs: Mapping[str, np.ndarray], expected_rows: int) -> np.ndarray:
+    """The ``embedding`` output as float32 (rows, dim), checked against the request size."""
+    if EMBED_OUTPUT not in outputs:
+        raise InvalidInputError(f"response has no {EMBED_OUTPUT!r} output (is this an embedding model?)")
+    array = np.asarray(outputs[EMBED_OUTPUT], dtype=np.float32)
+    if array.ndim != 2 or array.shape[0] != expected_rows:
+        raise InvalidInputError(f"{EMBED_OUTPUT!r} has shape {array.shape}, expected ({expected_rows}, dim)")
+    return array
+
+
+def chunk_bounds(total: int, size: int) -> list[tuple[int, int]]:
+    """``[start, end)`` slices of at most ``size`` rows covering ``range(total)`` in order."""
+    if size < 1:
+        raise ValueError("chunk size must be >= 1")
+    return [(start, min(start + size, total)) for start in range(0, total, size)]
+
+
+def sampling_json(sampling: Mapping[str, Any]) -> str:
+    """Validate sampling keyword arguments and encode them as the model's JSON string.
+
+    Raises:
+        InvalidInputError: Unknown key or wrong type (the message names the key).
+    """
+    clean: dict[str, Any] = {}
+    for key, value in sampling.items():
+        if value is None:
+            continue
+        allowed = SAMPLING_KEYS.get(key)
+        if allowed is None:
+            raise InvalidInputError(f"unknown sampling parameter {key!r}; allowed: {sorted(SAMPLING_KEYS)}")
+        # bool is an int subclass; only ignore_eos may be a bool.
+        if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+            names = "/".join(t.__name__ for t in allowed)
+            raise InvalidInputError(f"sampling parameter {key!r} must be {names}, got {value!r}")
+        clean[key] = value
+    return json.dumps(clean, sort_keys=True)
+
+
+def generation_fields(prompt: str, stream: bool, sampling: Mapping[str, Any]) -> dict[str, str | bool]:
+    """Named inputs of one generation request (values become BYTES or BOOL tensors)."""
+    if not isinstance(prompt, str) or not prompt:
+        raise InvalidInputError("prompt must be a non-empty str")
+    return {
+        "text_input": prompt,
+        "stream": stream,
+        "sampling_parameters": sampling_json(sampling),
+        "exclude_input_in_output": True,
+        "return_num_input_tokens": True,
+        "return_num_output_tokens": True,
+    }
+
+
+def fields_to_tensors(fields: Mapping[str, str | bool], batched: bool) -> list[Tensor]:
+    """Tensors for generation fields: shape [1, 1] when the model batches, else [1]."""
+    shape = (1, 1) if batched else (1,)
+    tensors = []
+    for name, value in fields.items():
+        if isinstance(value, bool):
+            tensors.append(Tensor(name, np.array([value], dtype=np.bool_).reshape(shape), "BOOL"))
+        else:
+            data = np.array([value.encode("utf-8")], dtype=np.object_).reshape(shape)
+            tensors.append(Tensor(name, data, "BYTES"))
+    return tensors
+
+
+@dataclass
+class GenerationPiece:
+    """One response of a generation: new text and the token counts it reports."""
+
+    text: str
+    num_input_tokens: int | None = None
+    num_output_tokens: int | None = None
+
+
+@dataclass
+class GenerationResult:
+    """A finished generation.
+
+    Attributes:
+        text: The generated text (the prompt excluded).
+        num_input_tokens: Prompt tokens as counted by the server.
+        num_output_tokens: Generated tokens as counted by the server.
+        endpoint: The endpoint that served it.
+    """
+
+    text: str
+    num_input_tokens: int | None
+    num_output_tokens: int | None
+    endpoint: str | None = None
+    pieces: int = field(default=0, repr=False)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "text": self.text,
+            "num_input_tokens": self.num_input_tokens,
+            "num_output_tokens": self.num_output_tokens,
+        }
+
+
+def _scalar(value: Any) -> Any:
+    """First element of a tensor/list, or the value itself (JSON answers are scalars)."""
+    if isinstance(value, np.ndarray):
+        value = value.reshape(-1)[0] if value.size else None
+    elif isinstance(value, list):
+        value = value[0] if value else None
+    if isinstance(value, bytes | np.bytes_):
+        return bytes(value).decode("utf-8", errors="replace")
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def generation_piece(outputs: Mapping[str, Any]) -> GenerationPiece:
+    """Read one generation response (tensors from gRPC, JSON from HTTP) into a piece."""
+    text = _scalar(outputs.get("text_output", "")) or ""
+    n_in = _scalar(outputs.get("num_input_tokens"))
+    n_out = _scalar(outputs.get("num_output_tokens"))
+    return GenerationPiece(
+        str(text),
+        int(n_in) if n_in is not None else None,
+        int(n_out) if n_out is not None else None,
+    )
+
+
+def combine_pieces(pieces: Iterable[GenerationPiece], endpoint: str | None = None) -> GenerationResult:
+    """Join the pieces of one generation: texts concatenated, output tokens summed.
+
+    The vLLM interface reports output tokens per response (the delta), so the
+    total is the sum; the prompt count is the same in every response that has it.
+    """
+    texts: list[str] = []
+    n_in: int | None = None
+    n_out: int | None = None
+    count = 0
+    for piece in pieces:
+        count += 1
+        texts.append(piece.text)
+        if piece.num_input_tokens is not None:
+            n_in = piece.num_input_tokens
+        if piece.num_output_tokens is not None:
+            n_out = (n_out or 0) + piece.num_output_tokens
+    return GenerationResult("".join(texts), n_in, n_out, endpoint, count)
+
+
+def normalize_stats(value: Any, key: str = "") -> Any:
+    """Statistics with counters as ints (gRPC's JSON writes uint64 as strings)."""
+    if isinstance(value, dict):
+        return {k: normalize_stats(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [normalize_stats(v, key) for v in value]
+    if isinstance(value, str) and value.isdigit() and key not in ("version", "name"):
+        return int(value)
+    return value

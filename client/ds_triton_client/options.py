@@ -1,0 +1,59 @@
+"""Client settings in one typed, validated place (defaults documented in the README)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Protocol = Literal["http", "grpc"]
+
+
+@dataclass(frozen=True)
+class ClientOptions:
+    """How the client talks to its endpoints, retries and fails over.
+
+    Attributes:
+        protocol: Used for URLs without a scheme (``host:port``).
+        timeout: Default per-call deadline in seconds, covering every retry of that call.
+        max_attempts: Attempts per call across endpoints (1 = no retry).
+        backoff_base: First retry delay in seconds; doubles per attempt.
+        backoff_max: Upper bound of one retry delay in seconds.
+        max_fails: Consecutive failures after which an endpoint is ejected (nginx ``max_fails``).
+        fail_timeout: Seconds an ejected endpoint stays out before it is tried again
+            (nginx ``fail_timeout``).
+        health_interval: Seconds between active health checks; 0 disables them.
+        health_timeout: Deadline of one health probe in seconds.
+        max_concurrency: Requests in flight per client (bounds threads, tasks and chunks).
+        pool_size: Connections kept per endpoint.
+    """
+
+    protocol: Protocol = "http"
+    timeout: float = 30.0
+    max_attempts: int = 4
+    backoff_base: float = 0.05
+    backoff_max: float = 1.0
+    max_fails: int = 3
+    fail_timeout: float = 10.0
+    health_interval: float = 2.0
+    health_timeout: float = 1.0
+    max_concurrency: int = 8
+    pool_size: int = 8
+
+    def __post_init__(self) -> None:
+        checks = {
+            "timeout": self.timeout > 0,
+            "max_attempts": self.max_attempts >= 1,
+            "backoff_base": self.backoff_base >= 0,
+            "backoff_max": self.backoff_max >= self.backoff_base,
+            "max_fails": self.max_fails >= 1,
+            "fail_timeout": self.fail_timeout >= 0,
+            "health_interval": self.health_interval >= 0,
+            "health_timeout": self.health_timeout > 0,
+            "max_concurrency": self.max_concurrency >= 1,
+            "pool_size": self.pool_size >= 1,
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(f"invalid ClientOptions field(s): {', '.join(bad)}")
+        if self.protocol not in ("http", "grpc"):
+            raise ValueError(f"invalid ClientOptions field(s): protocol={self.protocol!r}")
