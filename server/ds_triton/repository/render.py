@@ -25,6 +25,18 @@ GENERATED_HEADER = (
     "# Edit model.json and re-render; `ds-triton check` reports hand edits as a stale render.\n"
 )
 
+# Why the config of each task looks the way it does, for whoever reads the file.
+TASK_NOTES = {
+    "embedding": (
+        "# Embedding: Triton's dynamic batcher merges requests; each batch is one forward pass.\n"
+    ),
+    "generation": (
+        "# Generation: Triton's vLLM-backend interface. Decoupled (one request, a response per\n"
+        "# token when streaming); batching happens inside the model (in-flight), so\n"
+        "# max_batch_size is 0 and there is no dynamic_batching.\n"
+    ),
+}
+
 
 def render_config(
     spec: ModelSpec,
@@ -95,7 +107,8 @@ def dynamic_batching(batching: BatchingSpec) -> mc.ModelDynamicBatching:
 def config_text(config: mc.ModelConfig) -> str:
     """The ``config.pbtxt`` text of ``config``, parsed back to prove Triton can read it."""
     body = text_format.MessageToString(config, use_short_repeated_primitives=True)
-    text = GENERATED_HEADER + body
+    task = "generation" if config.model_transaction_policy.decoupled else "embedding"
+    text = GENERATED_HEADER + TASK_NOTES[task] + body
     reparsed = text_format.Parse(text, mc.ModelConfig())
     if reparsed != config:  # would be a protobuf bug; never write what does not round-trip
         raise RuntimeError(f"rendered config of {config.name!r} does not parse back to itself")

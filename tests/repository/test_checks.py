@@ -1,0 +1,194 @@
+"""`check` finds each class of mistake, with a precise message, and nothing in a clean repository."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ds_triton.repository.checks import Problem, check_repository
+from ds_triton.repository.layout import SHIM_SOURCE
+from ds_triton.repository.machine import Machine
+from ds_triton.repository.render import config_text, render_config
+from ds_triton.spec import ModelSpec
+from tests.repository.conftest import MACHINE, edit
+
+
+def problems(repo: Path, machine: Machine = MACHINE) -> list[Problem]:
+    return check_repository(repo, machine)
+
+
+def only(repo: Path, kind: str, machine: Machine = MACHINE) -> Problem:
+    found = problems(repo, machine)
+    assert [p.kind for p in found] == [kind], [str(p) for p in found]
+    return found[0]
+
+
+def set_spec(repo: Path, model: str, **changes: object) -> None:
+    path = repo / model / "1" / "model.json"
+    data = json.loads(path.read_text())
+    for dotted, value in changes.items():
+        *sections, key = dotted.split("__")
+        target = data
+        for section in sections:
+            target = target.setdefault(section, {})
+        target[key] = value
+    path.write_text(json.dumps(data))
+
+
+def test_clean_repository_has_no_problems(repo: Path) -> None:
+    assert problems(repo) == []
+
+
+def test_schema_error_names_the_field_and_position(repo: Path) -> None:
+    edit(repo / "emb" / "config.pbtxt", "max_batch_size: 64", "max_batch_size: 64\nmax_batch: 8")
+    problem = only(repo, "schema")
+    assert problem.where == "config.pbtxt:5:1"
+    assert 'no field named "max_batch"' in problem.message
+
+
+def test_schema_error_on_a_wrong_value_type(repo: Path) -> None:
+    edit(repo / "emb" / "config.pbtxt", "data_type: TYPE_STRING", "data_type: STRING")
+    assert "STRING" in only(repo, "schema").message
+
+
+def test_missing_checkpoint(repo: Path) -> None:
+    set_spec(repo, "emb", checkpoint="/nonexistent/minilm")
+    assert "/nonexistent/minilm does not exist" in only(repo, "checkpoint").message
+
+
+def test_architecture_that_cannot_serve_the_task(repo: Path, checkpoints: dict[str, Path]) -> None:
+    set_spec(repo, "gen", checkpoint=str(checkpoints["t5"]))
+    message = only(repo, "checkpoint").message
+    assert "'t5'" in message and "not a causal language model" in message
+
+
+def test_interface_wrong_embedding_size(repo: Path) -> None:
+    edit(repo / "emb" / "config.pbtxt", "dims: [384]", "dims: [768]")
+    message = only(repo, "interface").message
+    assert message == "output 'embedding' is TYPE_FP32 [768]; task 'embedding' needs TYPE_FP32 [384]"
+
+
+def test_interface_wrong_type_missing_and_extra_tensors(repo: Path) -> None:
+    config = repo / "gen" / "config.pbtxt"
+    text_input = 'name: "text_input"\n  data_type: '
+    edit(config, text_input + "TYPE_STRING", text_input + "TYPE_INT32")
+    edit(config, 'name: "text_output"', 'name: "text"')
+    found = [str(p) for p in problems(repo)]
+    assert found == [
+        "gen/config.pbtxt: [interface] input 'text_input' is TYPE_INT32 [1]; task 'generation' "
+        "needs TYPE_STRING [1]",
+        "gen/config.pbtxt: [interface] output 'text_output' is missing; task 'generation' needs "
+        "TYPE_STRING [-1]",
+        "gen/config.pbtxt: [interface] output 'text' is not part of task 'generation''s interface "
+        "(finish_reason, num_input_tokens, num_output_tokens, text_output); the model would never "
+        "read or write it",
+    ]
+
+
+def test_decoupled_model_with_dynamic_batching_and_batch_size(repo: Path) -> None:
+    config = repo / "gen" / "config.pbtxt"
+    edit(config, 'backend: "python"', 'max_batch_size: 8\ndynamic_batching {\n}\nbackend: "python"')
+    found = problems(repo)
+    assert {p.kind for p in found} == {"decoupled"}
+    messages = " | ".join(p.message for p in found)
+    assert "dynamic_batching does not apply to a decoupled model" in messages
+    assert "max_batch_size is 8" in messages
+
+
+def test_generation_without_decoupled_policy(repo: Path) -> None:
+    edit(repo / "gen" / "config.pbtxt", "decoupled: true", "decoupled: false")
+    assert "needs model_transaction_policy { decoupled: true }" in only(repo, "decoupled").message
+
+
+def test_generation_spec_with_batching_options(repo: Path) -> None:
+    set_spec(repo, "gen", batching__max_queue_delay_us=100)
+    problem = only(repo, "decoupled")
+    assert problem.where == "1/model.json"
+    assert "'batching' does not apply to a generation model" in problem.message
+
+
+def test_gpu_ids_that_do_not_exist_here(repo: Path) -> None:
+    set_spec(repo, "emb", deployment__device="gpu", deployment__gpus="all")
+    spec = ModelSpec.load(repo / "emb")
+    (repo / "emb" / "config.pbtxt").write_text(
+        config_text(render_config(spec, embedding_dimension=384, gpu_ids=range(8)))
+    )
+    two_gpus = Machine(cores=4, gpu_ids=(0, 1))
+    found = [p for p in problems(repo, two_gpus)]
+    assert [p.kind for p in found] == ["gpu"] * 6
+    assert str(found[0]) == (
+        "emb/config.pbtxt: [gpu] instance_group[2] names GPU 2, which does not exist here (GPUs: 0, 1)"
+    )
+    assert problems(repo, Machine(cores=4, gpu_ids=tuple(range(8)))) == []
+    no_gpu = problems(repo, MACHINE)
+    assert len(no_gpu) == 8 and "this machine has no GPU" in no_gpu[0].message
+    assert all(p.machine_specific for p in no_gpu)
+
+
+def test_explicit_gpu_list_renders_and_checks(repo: Path) -> None:
+    set_spec(repo, "gen", deployment__device="gpu", deployment__gpus=[0, 3])
+    assert [p.kind for p in problems(repo, Machine(cores=4, gpu_ids=(0, 1, 2, 3)))] == ["stale"]
+
+
+def test_instances_times_threads_over_cores(repo: Path) -> None:
+    set_spec(repo, "emb", deployment__instances_per_device=3, deployment__threads_per_instance=2)
+    edit(repo / "emb" / "config.pbtxt", "count: 1", "count: 3")
+    message = only(repo, "cores").message
+    assert message.startswith(
+        "3 CPU instance(s) x 2 thread(s) (deployment.threads_per_instance) = 6 threads > 4 cores"
+    )
+
+
+def test_more_instances_than_cores(repo: Path) -> None:
+    set_spec(repo, "emb", deployment__instances_per_device=5)
+    edit(repo / "emb" / "config.pbtxt", "count: 1", "count: 5")
+    assert "5 threads > 4 cores" in only(repo, "cores").message
+    assert problems(repo, Machine(cores=8)) == []
+
+
+def test_config_name_differs_from_folder(repo: Path) -> None:
+    edit(repo / "emb" / "config.pbtxt", 'name: "emb"', 'name: "embedder"')
+    problem = only(repo, "name")
+    assert problem.message.startswith("name 'embedder' differs from its folder 'emb'")
+
+
+def test_spec_name_differs_from_folder(repo: Path) -> None:
+    (repo / "emb").rename(repo / "embedder")
+    found = problems(repo)
+    assert {(p.kind, p.where) for p in found} == {("name", "1/model.json"), ("name", "config.pbtxt")}
+
+
+def test_stale_render_after_editing_model_json(repo: Path) -> None:
+    set_spec(repo, "emb", batching__max_queue_delay_us=100)
+    problem = only(repo, "stale")
+    assert problem.field == "dynamic_batching"
+    assert "max_queue_delay_microseconds: 2000" in problem.message
+    assert "max_queue_delay_microseconds: 100" in problem.message
+    assert "ds-triton render --model emb" in problem.message
+
+
+def test_hand_edit_of_config_is_stale(repo: Path) -> None:
+    edit(repo / "emb" / "config.pbtxt", "max_batch_size: 64", "max_batch_size: 32")
+    message = only(repo, "stale").message
+    assert message.startswith("max_batch_size differs from model.json's render: config.pbtxt has "
+                              "max_batch_size: 32, model.json renders max_batch_size: 64")
+
+
+def test_missing_and_foreign_files(repo: Path) -> None:
+    (repo / "emb" / "1" / "model.py").write_text(SHIM_SOURCE + "\nprint('custom')\n")
+    (repo / "gen" / "1" / "model.json").unlink()
+    (repo / "stray").mkdir()
+    found = {(p.model, p.where, p.kind) for p in problems(repo)}
+    assert found == {
+        ("emb", "1/model.py", "layout"),
+        ("gen", "1/model.json", "layout"),
+        ("stray", "1/model.py", "layout"),
+        ("stray", "config.pbtxt", "layout"),
+        ("stray", "1/model.json", "layout"),
+    }
+
+
+def test_invalid_model_json_names_the_key(repo: Path) -> None:
+    set_spec(repo, "emb", embedding__pooling="max")
+    problem = only(repo, "spec")
+    assert "embedding.pooling must be one of" in problem.message and problem.where == "1/model.json"
