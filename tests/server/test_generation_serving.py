@@ -1,0 +1,396 @@
+"""text_generation on a real tritonserver, through the clients of Triton's vLLM backend.
+
+gRPC ``stream_infer`` (sync and the asyncio client of the backend's sample),
+HTTP ``generate`` and ``generate_stream`` (SSE), greedy equality with HF
+``generate`` alone and in a running batch, the shared-forward-pass proof from
+the custom metrics, and a perf_analyzer run with a vLLM-style input file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import queue
+import re
+import subprocess
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.grpc.aio as grpcclient_aio
+
+from ds_triton.runtime.tritonserver import TritonServer, server_env
+
+pytestmark = pytest.mark.server
+
+MODEL = "text_generation"
+CHECKPOINT = Path(__file__).resolve().parents[2] / "model_repository/text_generation/1/checkpoint"
+PROMPTS = [
+    "Hello",
+    "The quick brown fox jumps over the lazy dog and keeps running",
+    "a b",
+    "Ünïcödé text, emoji and 中文 are fine too",
+]
+
+
+# -- clients -------------------------------------------------------------------
+
+
+@dataclass
+class Stream:
+    """Responses of one request: text pieces and the optional outputs, or its error."""
+
+    texts: list[str] = field(default_factory=list)
+    num_input_tokens: list[int] = field(default_factory=list)
+    num_output_tokens: list[int] = field(default_factory=list)
+    finish_reasons: list[str] = field(default_factory=list)
+    error: str | None = None  # gRPC streams carry an error's message, not its code
+    final: bool = False
+
+    @property
+    def text(self) -> str:
+        return "".join(self.texts)
+
+
+def vllm_inputs(
+    prompt: str | bytes,
+    stream: bool | None = True,
+    sampling: dict[str, Any] | bytes | None = None,
+    exclude_input: bool | None = None,
+    counts: bool = False,
+) -> list[grpcclient.InferInput]:
+    """Inputs exactly as the vLLM backend's clients build them."""
+
+    def tensor(name: str, value: Any, datatype: str) -> grpcclient.InferInput:
+        item = grpcclient.InferInput(name, [1], datatype)
+        item.set_data_from_numpy(np.array([value], dtype=bool if datatype == "BOOL" else object))
+        return item
+
+    data = prompt.encode("utf-8") if isinstance(prompt, str) else prompt
+    inputs = [tensor("text_input", data, "BYTES")]
+    if stream is not None:
+        inputs.append(tensor("stream", stream, "BOOL"))
+    if sampling is not None:
+        raw = sampling if isinstance(sampling, bytes) else json.dumps(sampling).encode()
+        inputs.append(tensor("sampling_parameters", raw, "BYTES"))
+    if exclude_input is not None:
+        inputs.append(tensor("exclude_input_in_output", exclude_input, "BOOL"))
+    if counts:
+        for name in ("return_num_input_tokens", "return_num_output_tokens", "return_finish_reason"):
+            inputs.append(tensor(name, True, "BOOL"))
+    return inputs
+
+
+def grpc_generate(
+    url: str, requests: Sequence[list[grpcclient.InferInput]], timeout: float = 120.0
+) -> list[Stream]:
+    """Send every request on ONE gRPC stream (concurrently) and collect each one's responses."""
+    events: queue.Queue[tuple[Any, Any]] = queue.Queue()
+    streams = [Stream() for _ in requests]
+    client = grpcclient.InferenceServerClient(url)
+    client.start_stream(callback=lambda result, error: events.put((result, error)))
+    try:
+        for index, inputs in enumerate(requests):
+            client.async_stream_infer(
+                MODEL, inputs, request_id=str(index), enable_empty_final_response=True
+            )
+        pending = len(requests)
+        while pending:
+            result, error = events.get(timeout=timeout)
+            if error is not None:
+                # Errors carry no request id; tests with errors send one request per stream.
+                target = next(s for s in streams if not s.final)
+                target.error, target.final = str(error), True
+                pending -= 1
+                continue
+            response = result.get_response()
+            stream = streams[int(response.id)]
+            _record(stream, result)
+            if response.parameters["triton_final_response"].bool_param:
+                stream.final = True
+                pending -= 1
+    finally:
+        client.stop_stream()
+        client.close()
+    return streams
+
+
+def _record(stream: Stream, result: Any) -> None:
+    text = result.as_numpy("text_output")
+    if text is None:  # an empty final response
+        return
+    stream.texts.extend(t.decode("utf-8") for t in text.reshape(-1))
+    for name, values in (
+        ("num_input_tokens", stream.num_input_tokens),
+        ("num_output_tokens", stream.num_output_tokens),
+    ):
+        array = result.as_numpy(name)
+        if array is not None:
+            values.extend(int(v) for v in array.reshape(-1))
+    reasons = result.as_numpy("finish_reason")
+    if reasons is not None:
+        stream.finish_reasons.extend(r.decode() for r in reasons.reshape(-1))
+
+
+def http_post(server: TritonServer, path: str, body: dict[str, Any]) -> tuple[int, str]:
+    request = urllib.request.Request(
+        f"http://{server.http_url}/v2/models/{MODEL}/{path}",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return response.status, response.read().decode("utf-8")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode("utf-8")
+
+
+def sse_events(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line[len("data: ") :]) for line in text.splitlines() if line.startswith("data: ")]
+
+
+def generation_metrics(server: TritonServer) -> dict[str, float]:
+    """The ds_triton_generation_* samples of text_generation, keyed by name and labels."""
+    with urllib.request.urlopen(server.metrics_url, timeout=10) as response:
+        text = response.read().decode()
+    samples: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("ds_triton_generation") and f'model="{MODEL}"' in line:
+            key, value = line.rsplit(" ", 1)
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', key))
+            extra = ",".join(f"{k}={v}" for k, v in sorted(labels.items()) if k not in ("model", "version"))
+            samples[key.split("{")[0] + (f"[{extra}]" if extra else "")] = float(value)
+    return samples
+
+
+# -- reference -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def hf_reference() -> Any:
+    """HF ``generate`` (greedy) on the same checkpoint in this process: prompt -> continuation."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(CHECKPOINT)
+    model = AutoModelForCausalLM.from_pretrained(CHECKPOINT, dtype=torch.float32).eval()
+
+    def generate(prompt: str, max_tokens: int) -> tuple[str, int]:
+        inputs = tokenizer(prompt, return_tensors="pt")
+        with torch.inference_mode():
+            out = model.generate(**inputs, max_new_tokens=max_tokens, do_sample=False)
+        full = str(tokenizer.decode(out[0].tolist(), skip_special_tokens=True))
+        prompt_text = str(tokenizer.decode(inputs["input_ids"][0].tolist(), skip_special_tokens=True))
+        return full[len(prompt_text) :], int(out.shape[1] - inputs["input_ids"].shape[1])
+
+    return generate
+
+
+# -- tests ---------------------------------------------------------------------
+
+
+def test_config_has_the_vllm_backend_interface(triton_server: TritonServer) -> None:
+    client = grpcclient.InferenceServerClient(triton_server.grpc_url)
+    config = client.get_model_config(MODEL, as_json=True)["config"]
+    assert config["model_transaction_policy"]["decoupled"] is True
+    assert int(config.get("max_batch_size", 0)) == 0
+    inputs = {i["name"]: (i["data_type"], i["dims"], i.get("optional", False)) for i in config["input"]}
+    assert inputs["text_input"] == ("TYPE_STRING", ["1"], False)
+    for name in ("stream", "exclude_input_in_output", "return_num_input_tokens",
+                 "return_num_output_tokens"):
+        assert inputs[name] == ("TYPE_BOOL", ["1"], True)
+    assert inputs["sampling_parameters"] == ("TYPE_STRING", ["1"], True)
+    outputs = {o["name"]: (o["data_type"], o["dims"]) for o in config["output"]}
+    assert outputs["text_output"] == ("TYPE_STRING", ["-1"])
+    assert outputs["num_input_tokens"] == ("TYPE_UINT32", ["1"])
+    assert outputs["num_output_tokens"] == ("TYPE_UINT32", ["-1"])
+
+
+def test_grpc_streaming_matches_hf_generate_alone(triton_server: TritonServer, hf_reference: Any) -> None:
+    sampling = {"temperature": 0, "max_tokens": 20}
+    (stream,) = grpc_generate(triton_server.grpc_url, [vllm_inputs(PROMPTS[1], True, sampling, counts=True)])
+    expected, count = hf_reference(PROMPTS[1], 20)
+    assert stream.error is None
+    assert stream.text == expected
+    assert len(stream.texts) == count == 20  # one response per token
+    assert stream.num_output_tokens == [1] * 20
+    assert set(stream.num_input_tokens) == {13}
+    assert stream.finish_reasons[-1] == "length" and stream.finish_reasons[0] == "None"
+
+
+def test_greedy_in_a_batch_of_different_lengths_matches_hf_generate(
+    triton_server: TritonServer, hf_reference: Any
+) -> None:
+    before = generation_metrics(triton_server)
+    lengths = [24, 9, 30, 17]
+    requests = [
+        vllm_inputs(p, True, {"temperature": 0, "max_tokens": n})
+        for p, n in zip(PROMPTS, lengths, strict=True)
+    ]
+    streams = grpc_generate(triton_server.grpc_url, requests)
+    for prompt, n, stream in zip(PROMPTS, lengths, streams, strict=True):
+        assert stream.error is None
+        assert stream.text == hf_reference(prompt, n)[0], prompt
+    after = generation_metrics(triton_server)
+    passes = after["ds_triton_generation_batch_occupancy_count"] - before.get(
+        "ds_triton_generation_batch_occupancy_count", 0
+    )
+    rows = after["ds_triton_generation_batch_occupancy_sum"] - before.get(
+        "ds_triton_generation_batch_occupancy_sum", 0
+    )
+    assert rows > passes, "the prompts never decoded in the same batch"
+
+
+def test_eight_concurrent_streams_share_forward_passes(triton_server: TritonServer) -> None:
+    before = generation_metrics(triton_server)
+    sampling = {"temperature": 0.8, "top_p": 0.9, "max_tokens": 32, "ignore_eos": True}
+    requests = [vllm_inputs(f"stream number {i} says", True, sampling) for i in range(8)]
+    streams = grpc_generate(triton_server.grpc_url, requests)
+    assert all(s.error is None and len(s.texts) == 32 for s in streams)
+    after = generation_metrics(triton_server)
+
+    def delta(key: str) -> float:
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    tokens = delta("ds_triton_generation_tokens_total")
+    forwards = delta("ds_triton_generation_forward_passes_total[phase=decode]") + delta(
+        "ds_triton_generation_forward_passes_total[phase=prefill]"
+    )
+    assert tokens == 8 * 32
+    # Alone, every token would cost a forward pass; shared, one pass serves many streams.
+    assert forwards <= tokens / 3, (forwards, tokens)
+    assert delta("ds_triton_generation_time_to_first_token_seconds_count") == 8
+
+
+def test_http_generate_stream_sends_server_sent_events(
+    triton_server: TritonServer, hf_reference: Any
+) -> None:
+    body = {"text_input": "Hello", "parameters": {"stream": True, "temperature": 0, "max_tokens": 16}}
+    status, text = http_post(triton_server, "generate_stream", body)
+    assert status == 200, text
+    events = sse_events(text)
+    assert len(events) == 16
+    assert all(e["model_name"] == MODEL for e in events)
+    assert "".join(e["text_output"] for e in events) == hf_reference("Hello", 16)[0]
+
+
+def test_http_generate_returns_prompt_and_text_in_one_response(
+    triton_server: TritonServer, hf_reference: Any
+) -> None:
+    body = {
+        "text_input": "Hello",
+        "return_num_output_tokens": True,
+        "parameters": {"temperature": 0, "max_tokens": 8},
+    }
+    status, text = http_post(triton_server, "generate", body)
+    assert status == 200, text
+    payload = json.loads(text)
+    assert payload["text_output"] == "Hello" + hf_reference("Hello", 8)[0]
+    assert payload["num_output_tokens"] == 8
+    excluded = {**body, "exclude_input_in_output": True}
+    assert json.loads(http_post(triton_server, "generate", excluded)[1])["text_output"] == (
+        hf_reference("Hello", 8)[0]
+    )
+
+
+def test_max_tokens_and_stop_strings_end_the_stream_with_a_final_response(
+    triton_server: TritonServer, hf_reference: Any
+) -> None:
+    reference = hf_reference(PROMPTS[0], 12)[0]
+    stop = reference.split()[3]
+    requests = [
+        vllm_inputs(PROMPTS[0], True, {"temperature": 0, "max_tokens": 5}, counts=True),
+        vllm_inputs(PROMPTS[0], True, {"temperature": 0, "max_tokens": 12, "stop": [stop]}, counts=True),
+    ]
+    limited, stopped = grpc_generate(triton_server.grpc_url, requests)
+    assert limited.final and limited.finish_reasons[-1] == "length" and len(limited.texts) == 5
+    assert stopped.final and stopped.finish_reasons[-1] == "stop"
+    assert stopped.text == reference[: reference.index(stop)]
+
+
+def test_seeded_sampling_is_reproducible(triton_server: TritonServer) -> None:
+    sampling = {"temperature": 1.0, "top_k": 40, "top_p": 0.95, "seed": 1234, "max_tokens": 12}
+    first, second = (
+        grpc_generate(triton_server.grpc_url, [vllm_inputs("Once upon a time", True, sampling)])[0]
+        for _ in range(2)
+    )
+    assert first.text == second.text and first.text
+
+
+async def test_the_vllm_sample_client_works_unchanged(triton_server: TritonServer) -> None:
+    """What samples/client.py of the vLLM backend does: grpc.aio stream_infer, string
+    sampling values sent both as a tensor and as request parameters, non-streaming."""
+    sampling_parameters = {"temperature": "0.1", "top_p": "0.95", "max_tokens": "10"}
+    prompts = ["Hello, my name is", "The most dangerous animal is"]
+
+    def create_request(prompt: str, request_id: int) -> dict[str, Any]:
+        inputs = [grpcclient_aio.InferInput("text_input", [1], "BYTES")]
+        inputs[-1].set_data_from_numpy(np.array([prompt.encode("utf-8")], dtype=np.object_))
+        inputs.append(grpcclient_aio.InferInput("stream", [1], "BOOL"))
+        inputs[-1].set_data_from_numpy(np.array([False], dtype=bool))
+        inputs.append(grpcclient_aio.InferInput("sampling_parameters", [1], "BYTES"))
+        inputs[-1].set_data_from_numpy(
+            np.array([json.dumps(sampling_parameters).encode("utf-8")], dtype=np.object_)
+        )
+        return {
+            "model_name": MODEL,
+            "inputs": inputs,
+            "outputs": [grpcclient_aio.InferRequestedOutput("text_output")],
+            "request_id": str(request_id),
+            "parameters": sampling_parameters,
+        }
+
+    async def iterator() -> Any:
+        for i, prompt in enumerate(prompts):
+            yield create_request(prompt, i)
+
+    client = grpcclient_aio.InferenceServerClient(url=triton_server.grpc_url)
+    results: dict[str, list[str]] = {}
+    try:
+        async with asyncio.timeout(120):
+            async for result, error in client.stream_infer(inputs_iterator=iterator()):
+                assert error is None, error
+                output = result.as_numpy("text_output")
+                results.setdefault(result.get_response().id, []).extend(
+                    t.decode("utf-8") for t in output
+                )
+                if len(results) == len(prompts) and all(results.values()):
+                    break
+    finally:
+        await client.close()
+    for i, prompt in enumerate(prompts):
+        (text,) = results[str(i)]
+        assert text.startswith(prompt.lower()[:5]) or text.startswith(prompt)
+        assert len(text) > len(prompt)
+
+
+def test_perf_analyzer_streams_with_a_vllm_style_input_file(
+    triton_server: TritonServer, tmp_path: Path
+) -> None:
+    """The input file genai-perf writes for the vLLM backend, run through perf_analyzer."""
+    sampling = json.dumps({"max_tokens": 16, "ignore_eos": True})
+    data = {
+        "data": [
+            {"text_input": [p], "stream": [True], "exclude_input_in_output": [True],
+             "sampling_parameters": [sampling]}
+            for p in PROMPTS
+        ]
+    }  # fmt: skip
+    data_file = tmp_path / "inputs.json"
+    data_file.write_text(json.dumps(data))
+    command = [
+        "perf_analyzer", "-m", MODEL, "-u", triton_server.grpc_url, "-i", "grpc", "--streaming",
+        "--input-data", str(data_file), "--shape", "text_input:1", "--concurrency-range", "4",
+        "--measurement-interval", "2000", "--stability-percentage", "999", "--max-trials", "3",
+    ]  # fmt: skip
+    result = subprocess.run(
+        command, env=server_env(), capture_output=True, text=True, timeout=240, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    match = re.search(r"Throughput: ([\d.]+) infer/sec", result.stdout)
+    assert match and float(match.group(1)) > 0, result.stdout
