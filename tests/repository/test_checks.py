@@ -40,9 +40,11 @@ def test_clean_repository_has_no_problems(repo: Path) -> None:
 
 
 def test_schema_error_names_the_field_and_position(repo: Path) -> None:
-    edit(repo / "emb" / "config.pbtxt", "max_batch_size: 64", "max_batch_size: 64\nmax_batch: 8")
+    config = repo / "emb" / "config.pbtxt"
+    edit(config, "max_batch_size: 64", "max_batch_size: 64\nmax_batch: 8")
+    line = config.read_text().splitlines().index("max_batch: 8") + 1
     problem = only(repo, "schema")
-    assert problem.where == "config.pbtxt:5:1"
+    assert problem.where == f"config.pbtxt:{line}:1"
     assert 'no field named "max_batch"' in problem.message
 
 
