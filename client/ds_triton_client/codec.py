@@ -102,6 +102,7 @@ def generation_fields(prompt: str, stream: bool, sampling: Mapping[str, Any]) ->
         "stream": stream,
         "sampling_parameters": sampling_json(sampling),
         "exclude_input_in_output": True,
+        "return_finish_reason": True,
         "return_num_input_tokens": True,
         "return_num_output_tokens": True,
     }
@@ -127,6 +128,7 @@ class GenerationPiece:
     text: str
     num_input_tokens: int | None = None
     num_output_tokens: int | None = None
+    finish_reason: str | None = None
 
 
 @dataclass
@@ -137,12 +139,14 @@ class GenerationResult:
         text: The generated text (the prompt excluded).
         num_input_tokens: Prompt tokens as counted by the server.
         num_output_tokens: Generated tokens as counted by the server.
+        finish_reason: Why generation stopped (``length``, ``stop``), when the model says.
         endpoint: The endpoint that served it.
     """
 
     text: str
     num_input_tokens: int | None
     num_output_tokens: int | None
+    finish_reason: str | None = None
     endpoint: str | None = None
     pieces: int = field(default=0, repr=False)
 
@@ -151,6 +155,7 @@ class GenerationResult:
             "text": self.text,
             "num_input_tokens": self.num_input_tokens,
             "num_output_tokens": self.num_output_tokens,
+            "finish_reason": self.finish_reason,
         }
 
 
@@ -172,10 +177,12 @@ def generation_piece(outputs: Mapping[str, Any]) -> GenerationPiece:
     text = _scalar(outputs.get("text_output", "")) or ""
     n_in = _scalar(outputs.get("num_input_tokens"))
     n_out = _scalar(outputs.get("num_output_tokens"))
+    reason = _scalar(outputs.get("finish_reason"))
     return GenerationPiece(
         str(text),
         int(n_in) if n_in is not None else None,
         int(n_out) if n_out is not None else None,
+        str(reason) if reason else None,
     )
 
 
@@ -188,6 +195,7 @@ def combine_pieces(pieces: Iterable[GenerationPiece], endpoint: str | None = Non
     texts: list[str] = []
     n_in: int | None = None
     n_out: int | None = None
+    reason: str | None = None
     count = 0
     for piece in pieces:
         count += 1
@@ -196,7 +204,8 @@ def combine_pieces(pieces: Iterable[GenerationPiece], endpoint: str | None = Non
             n_in = piece.num_input_tokens
         if piece.num_output_tokens is not None:
             n_out = (n_out or 0) + piece.num_output_tokens
-    return GenerationResult("".join(texts), n_in, n_out, endpoint, count)
+        reason = piece.finish_reason or reason
+    return GenerationResult("".join(texts), n_in, n_out, reason, endpoint, count)
 
 
 def normalize_stats(value: Any, key: str = "") -> Any:
