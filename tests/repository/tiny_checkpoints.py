@@ -98,8 +98,7 @@ def make_t5(target: Path) -> Path:
 
     torch.manual_seed(SEED)
     config = T5Config(
-        vocab_size=VOCAB_SIZE, d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2,
-        decoder_start_token_id=0,
+        vocab_size=VOCAB_SIZE, d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2
     )
     T5ForConditionalGeneration(config).eval().save_pretrained(target)
     save_tokenizer(target, causal=False)

@@ -102,7 +102,8 @@ def spec_from_args(args: argparse.Namespace) -> ModelSpec:
     if wrong:
         why = "" if args.task == "embedding" else " (it is decoupled and batches in flight itself)"
         verb = "does" if len(wrong) == 1 else "do"
-        raise SpecError(f"{', '.join(wrong)} {verb} not apply to a {args.task} model{why}")
+        article = "an" if args.task[0] in "aeiou" else "a"
+        raise SpecError(f"{', '.join(wrong)} {verb} not apply to {article} {args.task} model{why}")
     deployment: dict[str, Any] = {"device": "gpu" if args.gpus is not None else "cpu"}
     if args.gpus is not None:
         deployment["gpus"] = args.gpus

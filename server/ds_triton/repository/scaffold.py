@@ -8,6 +8,7 @@ Triton reloads it in place.
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -21,7 +22,7 @@ from ds_triton.repository.layout import SHIM_SOURCE, ModelFolder
 from ds_triton.repository.machine import Machine
 from ds_triton.repository.render import config_text, render_config
 from ds_triton.repository.writer import write_text_atomic
-from ds_triton.spec import ModelSpec
+from ds_triton.spec import BatchingSpec, ModelSpec
 
 
 class AddModelError(SpecError):
@@ -77,7 +78,7 @@ def add_model(repository: Path, spec: ModelSpec, machine: Machine, *, replace: b
         details = "\n".join(f"  {p}" for p in blocking)
         raise AddModelError(f"model {spec.name!r} not added:\n{details}", blocking)
     files = {
-        target.spec_path: spec.dumps(),
+        target.spec_path: spec_json(spec),
         target.shim_path: SHIM_SOURCE,
         target.config_path: config_text(config),  # parses back with Triton's schema or raises
     }
@@ -87,6 +88,14 @@ def add_model(repository: Path, spec: ModelSpec, machine: Machine, *, replace: b
     else:
         _create_folder(repository, target, files)
     return AddedModel(target, replaced, [p for p in problems if p.machine_specific])
+
+
+def spec_json(spec: ModelSpec) -> str:
+    """``model.json`` text; a generation spec leaves out the batching section it cannot use."""
+    data = spec.to_dict()
+    if spec.task == "generation" and spec.batching == BatchingSpec():
+        del data["batching"]
+    return json.dumps(data, indent=2) + "\n"
 
 
 def _create_folder(repository: Path, target: ModelFolder, files: dict[Path, str]) -> None:
