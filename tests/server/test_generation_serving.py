@@ -394,3 +394,24 @@ def test_perf_analyzer_streams_with_a_vllm_style_input_file(
     assert result.returncode == 0, result.stdout + result.stderr
     match = re.search(r"Throughput: ([\d.]+) infer/sec", result.stdout)
     assert match and float(match.group(1)) > 0, result.stdout
+
+
+def test_custom_metrics_are_on_the_metrics_endpoint(triton_server: TritonServer) -> None:
+    grpc_generate(triton_server.grpc_url, [vllm_inputs("metrics please", True, {"max_tokens": 4})])
+    samples = generation_metrics(triton_server)
+    for key in (
+        "ds_triton_generation_tokens_total",
+        "ds_triton_generation_forward_passes_total[phase=prefill]",
+        "ds_triton_generation_forward_passes_total[phase=decode]",
+        "ds_triton_generation_time_to_first_token_seconds_count",
+        "ds_triton_generation_time_to_first_token_seconds_sum",
+        "ds_triton_generation_batch_occupancy_count",
+        "ds_triton_generation_sequences[state=running]",
+        "ds_triton_generation_sequences[state=waiting]",
+        "ds_triton_generation_sequences[state=capacity]",
+        "ds_triton_generation_sequences_finished_total[reason=length]",
+    ):
+        assert key in samples, key
+    assert samples["ds_triton_generation_tokens_total"] >= 4
+    assert samples["ds_triton_generation_sequences[state=capacity]"] == 16
+    assert samples["ds_triton_generation_time_to_first_token_seconds_sum"] > 0

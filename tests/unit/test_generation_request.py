@@ -132,3 +132,13 @@ def test_generation_spec_validates_its_keys() -> None:
         ModelSpec.from_dict({**base, "generation": {"max_queued_requests": -1}})
     with pytest.raises(SpecError, match="unknown key"):
         ModelSpec.from_dict({**base, "generation": {"max_batch": 3}})
+
+
+def test_generation_never_uses_injected_kernels() -> None:
+    from ds_triton.errors import ModelLoadError
+    from ds_triton.generation.kernels import generation_load_spec
+
+    base = {"name": "m", "task": "generation", "checkpoint": "c"}
+    assert generation_load_spec(ModelSpec.from_dict(base)).kernel_inject == "off"
+    with pytest.raises(ModelLoadError, match="kernel_inject 'on' is not supported"):
+        generation_load_spec(ModelSpec.from_dict({**base, "kernel_inject": "on"}))

@@ -97,10 +97,10 @@ def _zero_padding(cache: Any, mask: torch.Tensor) -> None:
     """
     if bool(mask.all()):
         return
-    keep = mask.bool()[:, None, :, None]
+    padding = ~mask.bool()[:, None, :, None]
     for layer in cache_layers(cache):
-        layer.keys = torch.where(keep, layer.keys, torch.zeros((), dtype=layer.keys.dtype))
-        layer.values = torch.where(keep, layer.values, torch.zeros((), dtype=layer.values.dtype))
+        layer.keys = layer.keys.masked_fill(padding, 0)
+        layer.values = layer.values.masked_fill(padding, 0)
 
 
 def cache_layers(cache: Any) -> list[Any]:

@@ -80,5 +80,7 @@ def _sample_rows(
         ).squeeze(1)
     for i, generator in enumerate(generators):
         if generator is not None:
-            picks[i] = torch.multinomial(probs[i], 1, generator=generator).squeeze(0)
+            # A sequence's generator lives on the CPU; its draw is one small copy.
+            row = probs[i].to(generator.device)
+            picks[i] = torch.multinomial(row, 1, generator=generator).squeeze(0).to(device)
     return sorted_ids.gather(1, picks.unsqueeze(1)).squeeze(1)

@@ -18,6 +18,7 @@ import triton_python_backend_utils as pb_utils
 
 from ds_triton.errors import ModelServingError
 from ds_triton.generation.engine import GenerationEngine
+from ds_triton.generation.kernels import generation_load_spec
 from ds_triton.generation.model_runner import ModelRunner
 from ds_triton.generation.request import (
     FLAG_INPUTS,
@@ -49,7 +50,8 @@ class GenerationHandler:
 
     def __init__(self, context: InstanceContext) -> None:
         options = context.spec.generation_options
-        loaded = load_model(context.spec, context.version_dir, context.placement)
+        spec = generation_load_spec(context.spec)
+        loaded = load_model(spec, context.version_dir, context.placement)
         tokenizer = loaded.tokenizer
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         runner = ModelRunner(loaded.engine, loaded.module, loaded.device, pad_id)
