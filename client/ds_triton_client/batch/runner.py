@@ -1,0 +1,247 @@
+"""Run a batch job: pending rows → bounded concurrent calls → journal → ordered outputs.
+
+Embedding rows go in chunks (one request each); a chunk the server rejects as
+invalid is retried row by row so only the bad rows fail. Generation rows go one
+request each. Every outcome is journaled before it counts, so an interrupted
+job rerun with the same arguments continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import numpy as np
+from tqdm import tqdm
+
+from ds_triton_client.batch.journal import Journal, partial_dir
+from ds_triton_client.batch.reader import InputRow, read_rows
+from ds_triton_client.batch.writer import (
+    EMBED_SUFFIXES,
+    GENERATE_SUFFIXES,
+    embeddings_matrix,
+    errors_path,
+    write_embeddings,
+    write_errors,
+    write_generations,
+)
+from ds_triton_client.codec import GenerationResult
+from ds_triton_client.errors import ClientError, InvalidInputError
+from ds_triton_client.model_info import ModelInfo
+
+Task = Literal["embed", "generate"]
+
+
+class BatchClient(Protocol):
+    """What the runner needs of ``AsyncClient`` (a fake in unit tests)."""
+
+    async def model_info(self, model: str, timeout: float | None = None) -> ModelInfo: ...
+    async def embed(
+        self, texts: Sequence[str], model: str = ..., timeout: float | None = None
+    ) -> np.ndarray: ...
+    async def generate(
+        self, prompt: str, model: str = ..., timeout: float | None = None, **sampling: Any
+    ) -> GenerationResult: ...
+
+
+@dataclass
+class BatchSummary:
+    """Outcome of one run of a batch job."""
+
+    total: int
+    succeeded: int
+    failed: int
+    resumed: int
+    output: Path
+    errors: Path | None
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "total": self.total,
+            "succeeded": self.succeeded,
+            "failed": self.failed,
+            "resumed_from_journal": self.resumed,
+            "output": str(self.output),
+            "errors": str(self.errors) if self.errors else None,
+        }
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_output_suffix(task: Task, output: Path) -> None:
+    allowed = EMBED_SUFFIXES if task == "embed" else GENERATE_SUFFIXES
+    if output.suffix.lower() not in allowed:
+        raise ValueError(f"{task} output must end with {' or '.join(allowed)}, got {output.name}")
+
+
+class _Job:
+    """State of one run; ``units`` is consumed by a fixed number of workers."""
+
+    def __init__(
+        self,
+        client: BatchClient,
+        task: Task,
+        model: str,
+        journal: Journal,
+        sampling: Mapping[str, Any],
+        progress: tqdm[Any],
+    ) -> None:
+        self.client = client
+        self.task = task
+        self.model = model
+        self.journal = journal
+        self.sampling = dict(sampling)
+        self.progress = progress
+        self.done: dict[int, dict[str, Any]] = {}
+
+    def _fail(self, rows: Sequence[InputRow], error: str) -> None:
+        for row in rows:
+            self.journal.add_error(row.index, error)
+            self.done[row.index] = {"error": error}
+        self.progress.update(len(rows))
+
+    async def embed(self, rows: Sequence[InputRow]) -> None:
+        texts = [str(r.text) for r in rows]
+        try:
+            vectors = await self.client.embed(texts, model=self.model)
+        except InvalidInputError as exc:
+            if len(rows) == 1:
+                self._fail(rows, str(exc))
+                return
+            for row in rows:  # isolate the bad rows; the others still succeed
+                await self.embed([row])
+            return
+        except ClientError as exc:
+            self._fail(rows, str(exc))
+            return
+        indices = [r.index for r in rows]
+        self.journal.add_part(indices, vectors)
+        for offset, index in enumerate(indices):
+            self.done[index] = {"part": "", "offset": offset}
+        self.progress.update(len(rows))
+
+    async def generate(self, rows: Sequence[InputRow]) -> None:
+        (row,) = rows
+        try:
+            result = await self.client.generate(str(row.text), model=self.model, **self.sampling)
+        except ClientError as exc:
+            self._fail(rows, str(exc))
+            return
+        self.journal.add_result(row.index, result.as_dict())
+        self.done[row.index] = {"result": result.as_dict()}
+        self.progress.update(1)
+
+    async def run(self, units: list[list[InputRow]], concurrency: int) -> None:
+        queue = iter(units)
+        handler = self.embed if self.task == "embed" else self.generate
+
+        async def worker() -> None:
+            for unit in queue:
+                await handler(unit)
+
+        workers = [asyncio.ensure_future(worker()) for _ in range(min(concurrency, len(units)))]
+        try:
+            await asyncio.gather(*workers)
+        finally:
+            for task in workers:
+                task.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+
+
+async def run_batch(
+    client: BatchClient,
+    task: Task,
+    input_path: Path,
+    output: Path,
+    *,
+    model: str,
+    field: str | None = None,
+    concurrency: int = 4,
+    chunk_size: int | None = None,
+    sampling: Mapping[str, Any] | None = None,
+    retry_failed: bool = False,
+    progress: bool = True,
+) -> BatchSummary:
+    """Run (or resume) the job turning ``input_path`` into ``output``.
+
+    Args:
+        client: An ``AsyncClient`` (or anything with its ``embed``/``generate``/``model_info``).
+        task: ``embed`` (output ``.npy``/``.parquet``) or ``generate`` (output ``.jsonl``).
+        input_path: ``.jsonl``/``.ndjson``/``.csv`` of texts or prompts.
+        output: The result file; ``<output>.partial/`` holds progress until it is written.
+        model: Model name.
+        field: JSON field / CSV column with the text (default ``text``, else ``prompt``).
+        concurrency: Requests in flight.
+        chunk_size: Rows per embedding request (default: the model's max batch size).
+        sampling: Generation parameters (max_tokens, temperature, ...).
+        retry_failed: On resume, run rows that failed before again.
+        progress: Show a tqdm progress bar on stderr.
+
+    Returns:
+        Counts, and where the outputs and the failed rows are.
+
+    Raises:
+        JournalMismatchError: ``<output>.partial`` belongs to another job.
+        ValueError: Bad suffix, unreadable input, bad arguments.
+    """
+    check_output_suffix(task, output)
+    if concurrency < 1:
+        raise ValueError("concurrency must be >= 1")
+    rows = read_rows(input_path, field)
+    identity = {
+        "input_sha256": file_sha256(input_path),
+        "rows": len(rows),
+        "task": task,
+        "model": model,
+        "field": field,
+        "sampling": dict(sampling or {}),
+    }
+    journal = Journal(partial_dir(output), identity)
+    done = journal.open()
+    if retry_failed:
+        done = {i: r for i, r in done.items() if "error" not in r}
+    resumed = len(done)
+    with tqdm(total=len(rows), initial=resumed, disable=not progress, unit="row", desc=task) as bar:
+        job = _Job(client, task, model, journal, sampling or {}, bar)
+        unreadable = [r for r in rows if r.error is not None and r.index not in done]
+        for row in unreadable:
+            job._fail([row], str(row.error))
+        pending = [r for r in rows if r.error is None and r.index not in done]
+        dim = 0
+        if task == "embed":
+            info = await client.model_info(model)
+            dim = info.output_dims.get("embedding", (0,))[-1]
+            size = chunk_size or info.rows_per_request
+            units = [pending[i : i + size] for i in range(0, len(pending), size)]
+        else:
+            units = [[r] for r in pending]
+        await job.run(units, concurrency)
+    # Re-read the journal: it is the single source of truth for what finished.
+    final = journal.open()
+    missing = [r.index for r in rows if r.index not in final]
+    if missing:
+        raise RuntimeError(f"rows {missing[:10]} have no journaled outcome")
+    if task == "embed":
+        write_embeddings(output, rows, embeddings_matrix(rows, final, journal, dim))
+    else:
+        write_generations(output, rows, final)
+    failed = write_errors(output, rows, final)
+    journal.remove()
+    return BatchSummary(
+        total=len(rows),
+        succeeded=len(rows) - failed,
+        failed=failed,
+        resumed=resumed,
+        output=output,
+        errors=errors_path(output) if failed else None,
+    )

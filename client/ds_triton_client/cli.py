@@ -1,0 +1,282 @@
+"""``ds-triton-client``: embed, generate (streamed), health, models, stats and batch from a terminal.
+
+Readable output by default; ``--json`` prints one JSON document for scripts.
+Exit codes: 0 ok, 1 request failed, 2 bad usage, 3 batch finished with failed
+rows, 130 interrupted (a batch resumes when rerun).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ds_triton_client._base import DEFAULT_EMBED_MODEL, DEFAULT_GENERATE_MODEL
+from ds_triton_client.aclient import AsyncClient
+from ds_triton_client.batch import JournalMismatchError, run_batch
+from ds_triton_client.batch.journal import partial_dir
+from ds_triton_client.client import Client
+from ds_triton_client.errors import ClientError
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, ensure_ascii=False, default=str))
+
+
+def _sampling(args: argparse.Namespace) -> dict[str, Any]:
+    values = {
+        "max_tokens": args.max_tokens,
+        "temperature": args.temperature,
+        "top_p": args.top_p,
+        "top_k": args.top_k,
+        "seed": args.seed,
+        "stop": args.stop,
+        "ignore_eos": True if args.ignore_eos else None,
+    }
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _add_sampling(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--max-tokens", type=int)
+    parser.add_argument("--temperature", type=float)
+    parser.add_argument("--top-p", type=float)
+    parser.add_argument("--top-k", type=int)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--stop", action="append", help="stop string (repeatable)")
+    parser.add_argument("--ignore-eos", action="store_true")
+
+
+def _client(args: argparse.Namespace) -> Client:
+    # One-shot commands need no background health checks.
+    return Client(args.url, protocol=args.protocol, timeout=args.timeout, health_interval=0)
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    texts = list(args.texts) or [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    if not texts:
+        print("embed: give texts as arguments or one per line on stdin", file=sys.stderr)
+        return 2
+    with _client(args) as client:
+        vectors = client.embed(texts, model=args.model)
+    if args.json:
+        _print_json({"model": args.model, "shape": list(vectors.shape), "embeddings": vectors.tolist()})
+        return 0
+    print(f"{vectors.shape[0]} embedding(s) of dim {vectors.shape[1]} from {args.model}")
+    with np.printoptions(precision=4, suppress=True, threshold=8, edgeitems=3):
+        for text, vector in zip(texts, vectors, strict=True):
+            label = text if len(text) <= 40 else text[:37] + "..."
+            print(f"  {label!r}: norm={np.linalg.norm(vector):.4f} {vector}")
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    sampling = _sampling(args)
+    with _client(args) as client:
+        if args.json or args.no_stream:
+            result = client.generate(args.prompt, model=args.model, **sampling)
+            if args.json:
+                _print_json({**result.as_dict(), "endpoint": result.endpoint})
+            else:
+                print(result.text)
+                print(_token_line(result.num_input_tokens, result.num_output_tokens), file=sys.stderr)
+            return 0
+        pieces = 0
+        for piece in client.stream(args.prompt, model=args.model, **sampling):
+            pieces += 1
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+        print(f"[{pieces} piece(s) streamed]", file=sys.stderr)
+    return 0
+
+
+def _token_line(n_in: int | None, n_out: int | None) -> str:
+    prompt = "?" if n_in is None else n_in
+    generated = "?" if n_out is None else n_out
+    return f"[prompt tokens: {prompt}, generated: {generated}]"
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    with Client(
+        args.url,
+        protocol=args.protocol,
+        timeout=args.timeout,
+        health_interval=0,
+        models=args.model or (),
+    ) as client:
+        report = client.health()
+    if args.json:
+        _print_json(report)
+    else:
+        for entry in report:
+            state = "READY" if entry["ready"] else f"NOT READY ({entry['reason']})"
+            print(f"{entry['endpoint']:<32} {state}")
+    return 0 if all(e["ready"] for e in report) else 1
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        models = client.models()
+    if args.json:
+        _print_json(models)
+        return 0
+    print(f"{'MODEL':<28} {'VERSION':<8} STATE")
+    for model in models:
+        reason = f"  {model['reason']}" if model.get("reason") else ""
+        print(f"{model.get('name', ''):<28} {model.get('version', '-'):<8} {model.get('state', '-')}{reason}")
+    return 0
+
+
+def _stats_line(stats: dict[str, Any]) -> str:
+    inference = stats.get("inference_stats", {})
+
+    def avg_ms(key: str) -> str:
+        part = inference.get(key, {})
+        count = int(part.get("count", 0) or 0)
+        return f"{int(part.get('ns', 0) or 0) / count / 1e6:.2f}" if count else "-"
+
+    return (
+        f"inferences={stats.get('inference_count', 0)} executions={stats.get('execution_count', 0)} "
+        f"avg queue={avg_ms('queue')}ms compute={avg_ms('compute_infer')}ms "
+        f"failures={inference.get('fail', {}).get('count', 0)}"
+    )
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        per_endpoint = client.stats(args.model)
+    if args.json:
+        _print_json(per_endpoint)
+        return 0
+    for endpoint, answer in per_endpoint.items():
+        for stats in answer.get("model_stats", []):
+            print(f"{endpoint} {stats.get('name')} v{stats.get('version')}: {_stats_line(stats)}")
+    return 0
+
+
+def cmd_batch(args: argparse.Namespace) -> int:
+    output = Path(args.output)
+    if output.exists() and not partial_dir(output).exists() and not args.overwrite:
+        print(
+            f"{output} is complete (no {partial_dir(output).name}); use --overwrite to run again",
+            file=sys.stderr,
+        )
+        return 0
+    model = args.model or (DEFAULT_EMBED_MODEL if args.task == "embed" else DEFAULT_GENERATE_MODEL)
+
+    async def main() -> Any:
+        async with AsyncClient(
+            args.url, protocol=args.protocol, timeout=args.timeout, max_concurrency=args.concurrency
+        ) as client:
+            return await run_batch(
+                client,
+                args.task,
+                Path(args.input),
+                output,
+                model=model,
+                field=args.field,
+                concurrency=args.concurrency,
+                chunk_size=args.chunk_size,
+                sampling=_sampling(args) if args.task == "generate" else None,
+                retry_failed=args.retry_failed,
+                progress=not args.no_progress and not args.json,
+            )
+
+    try:
+        summary = asyncio.run(main())
+    except JournalMismatchError as exc:
+        print(f"batch: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        _print_json(summary.as_dict())
+    else:
+        print(
+            f"{summary.succeeded}/{summary.total} rows done "
+            f"({summary.resumed} from an earlier run) → {output}"
+        )
+        if summary.errors:
+            print(f"{summary.failed} failed row(s) with their error → {summary.errors}")
+    return 3 if summary.failed else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ds-triton-client", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--url",
+        default=os.environ.get("DS_TRITON_URL", DEFAULT_URL),
+        help="endpoint(s), comma-separated: http://host:port or grpc://host:port (env DS_TRITON_URL)",
+    )
+    parser.add_argument("--protocol", choices=["http", "grpc"], help="for URLs without a scheme")
+    parser.add_argument("--timeout", type=float, default=60.0, help="per-call deadline in seconds")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    embed = commands.add_parser("embed", help="embed texts (arguments or stdin lines)")
+    embed.add_argument("texts", nargs="*")
+    embed.add_argument("--model", default=DEFAULT_EMBED_MODEL)
+    embed.set_defaults(handler=cmd_embed)
+
+    generate = commands.add_parser("generate", help="generate from a prompt, streamed to the terminal")
+    generate.add_argument("prompt")
+    generate.add_argument("--model", default=DEFAULT_GENERATE_MODEL)
+    generate.add_argument("--no-stream", action="store_true", help="print the whole answer at the end")
+    _add_sampling(generate)
+    generate.set_defaults(handler=cmd_generate)
+
+    health = commands.add_parser("health", help="readiness of every endpoint (and --model)")
+    health.add_argument("--model", action="append", help="also check this model (repeatable)")
+    health.set_defaults(handler=cmd_health)
+
+    models = commands.add_parser("models", help="the model repository index")
+    models.set_defaults(handler=cmd_models)
+
+    stats = commands.add_parser("stats", help="inference statistics of a model per endpoint")
+    stats.add_argument("model")
+    stats.set_defaults(handler=cmd_stats)
+
+    batch = commands.add_parser("batch", help="run a JSONL/CSV file through a model; resumable")
+    batch.add_argument("task", choices=["embed", "generate"])
+    batch.add_argument("input", help=".jsonl/.ndjson/.csv of texts or prompts")
+    batch.add_argument("output", help="embed: .npy or .parquet; generate: .jsonl")
+    batch.add_argument("--model")
+    batch.add_argument("--field", help="JSON field / CSV column (default: text, else prompt)")
+    batch.add_argument("--concurrency", type=int, default=4)
+    batch.add_argument("--chunk-size", type=int, help="rows per embedding request (default: max_batch_size)")
+    batch.add_argument("--retry-failed", action="store_true", help="on resume, run failed rows again")
+    batch.add_argument("--overwrite", action="store_true", help="run again even if output is complete")
+    batch.add_argument("--no-progress", action="store_true")
+    _add_sampling(batch)
+    batch.set_defaults(handler=cmd_batch)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``ds-triton-client``; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except ClientError as exc:
+        if args.json:
+            _print_json({"error": exc.message, "type": type(exc).__name__, "endpoint": exc.endpoint})
+        else:
+            print(f"error ({type(exc).__name__}): {exc}", file=sys.stderr)
+        return 1
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted; rerun the same command to resume a batch", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
