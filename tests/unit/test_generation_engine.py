@@ -266,3 +266,25 @@ def test_thread_lifecycle_and_shutdown_fails_pending_requests(loaded: LoadedMode
     engine.stop()
     with pytest.raises(CapacityError, match="shutting down"):
         engine.submit(greedy("late", 4), RecordingSink())
+
+
+def test_running_batch_pads_joins_and_trims(loaded: LoadedModel) -> None:
+    from ds_triton.generation.running_batch import RunningBatch
+
+    tokenizer = loaded.tokenizer
+    runner = ModelRunner(loaded.engine, loaded.module, "cpu", tokenizer.pad_token_id)
+    long_ids = tokenizer(PROMPTS[1])["input_ids"]
+    short_ids = tokenizer(PROMPTS[2])["input_ids"]
+    batch = RunningBatch()
+    first = runner.prefill([long_ids])
+    batch.join(first, [0], first.logits.argmax(-1))
+    second = runner.prefill([short_ids])
+    batch.join(second, [0], second.logits.argmax(-1))
+    assert len(batch) == 2 and batch.length == len(long_ids)
+    assert batch.attention_mask[1].sum() == len(short_ids)  # left-padded
+    assert batch.next_positions.tolist() == [len(long_ids), len(short_ids)]
+    batch.keep([1])  # the long sequence leaves: its history columns go with it
+    assert len(batch) == 1 and batch.length == len(short_ids)
+    assert bool(batch.attention_mask.all())
+    batch.keep([])
+    assert len(batch) == 0 and batch.cache is None
