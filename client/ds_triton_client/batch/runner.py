@@ -178,7 +178,8 @@ async def run_batch(
         client: An ``AsyncClient`` (or anything with its ``embed``/``generate``/``model_info``).
         task: ``embed`` (output ``.npy``/``.parquet``) or ``generate`` (output ``.jsonl``).
         input_path: ``.jsonl``/``.ndjson``/``.csv`` of texts or prompts.
-        output: The result file; ``<output>.partial/`` holds progress until it is written.
+        output: The result file; ``<output>.partial/`` holds progress until it is written
+            (and stays while rows have failed, for ``retry_failed``).
         model: Model name.
         field: JSON field / CSV column with the text (default ``text``, else ``prompt``).
         concurrency: Requests in flight.
@@ -236,7 +237,8 @@ async def run_batch(
     else:
         write_generations(output, rows, final)
     failed = write_errors(output, rows, final)
-    journal.remove()
+    if not failed:
+        journal.remove()  # kept otherwise, so `retry_failed` can redo just the failed rows
     return BatchSummary(
         total=len(rows),
         succeeded=len(rows) - failed,

@@ -49,8 +49,11 @@ def write_embeddings(output: Path, rows: Sequence[InputRow], matrix: np.ndarray)
     import pyarrow.parquet as pq
 
     failed = np.isnan(matrix).any(axis=1) if matrix.size else np.zeros(len(rows), dtype=bool)
-    values = pa.array(matrix.reshape(-1), type=pa.float32())
-    embeddings = pa.FixedSizeListArray.from_arrays(values, matrix.shape[1], mask=pa.array(failed))
+    # A variable-size list: Parquet cannot store null entries of fixed-size lists.
+    lengths = np.where(failed, 0, matrix.shape[1])
+    offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
+    values = pa.array(matrix[~failed].reshape(-1), type=pa.float32())
+    embeddings = pa.ListArray.from_arrays(offsets, values, mask=pa.array(failed))
     table = pa.table(
         {
             "row": pa.array([r.index for r in rows], type=pa.int64()),

@@ -1,0 +1,115 @@
+"""Retry decisions, backoff with jitter, deadlines, error mapping and endpoint parsing."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from tritonclient.utils import InferenceServerException
+
+from ds_triton_client.endpoints import parse_endpoint, parse_endpoints
+from ds_triton_client.errors import (
+    DeadlineExceededError,
+    InvalidInputError,
+    ModelNotReadyError,
+    OverloadedError,
+    ServerConnectionError,
+    ServerError,
+    error_from_status,
+    map_error,
+)
+from ds_triton_client.options import ClientOptions
+from ds_triton_client.retry import Deadline, RetryPolicy
+
+
+def test_backoff_grows_exponentially_with_jitter_and_is_capped() -> None:
+    policy = RetryPolicy(max_attempts=10, base=0.1, cap=1.0, rng=random.Random(7))
+    for attempt, step in [(1, 0.1), (2, 0.2), (3, 0.4), (4, 0.8), (5, 1.0), (9, 1.0)]:
+        delays = [policy.delay(attempt) for _ in range(50)]
+        assert all(step / 2 <= d <= step for d in delays)
+        assert len(set(delays)) > 1  # jittered
+
+
+@pytest.mark.parametrize(
+    ("error", "retry"),
+    [
+        (ServerConnectionError("refused"), True),
+        (OverloadedError("queue full"), True),
+        (ModelNotReadyError("unknown model"), True),
+        (InvalidInputError("bad text"), False),
+        (DeadlineExceededError("late"), False),
+        (ServerError("boom"), False),
+    ],
+)
+def test_only_safe_errors_are_retried(error: Exception, retry: bool) -> None:
+    policy = RetryPolicy(max_attempts=3)
+    assert policy.should_retry(error, attempt=1) is retry  # type: ignore[arg-type]
+
+
+def test_never_retry_after_a_stream_started_or_attempts_ran_out() -> None:
+    policy = RetryPolicy(max_attempts=3)
+    assert not policy.should_retry(ServerConnectionError("x"), attempt=1, stream_started=True)
+    assert not policy.should_retry(ServerConnectionError("x"), attempt=3)
+
+
+def test_deadline_counts_down() -> None:
+    now = [0.0]
+    deadline = Deadline(2.0, clock=lambda: now[0])
+    assert deadline.remaining() == 2.0
+    now[0] = 1.5
+    assert deadline.remaining() == pytest.approx(0.5)
+    now[0] = 3.0
+    assert deadline.expired() and deadline.remaining() == 0.0
+
+
+@pytest.mark.parametrize(
+    ("status", "message", "kind"),
+    [
+        ("400", "input 'text' is missing", InvalidInputError),
+        ("400", "Request for unknown model: 'nope' is not found", ModelNotReadyError),
+        ("503", "Exceeds maximum queue size", OverloadedError),
+        ("500", "forward failed", ServerError),
+        ("StatusCode.INVALID_ARGUMENT", "texts[0] is empty", InvalidInputError),
+        (
+            "StatusCode.UNAVAILABLE",
+            "failed to connect to all addresses; Connection refused",
+            ServerConnectionError,
+        ),
+        ("StatusCode.UNAVAILABLE", "max concurrent sequences reached", OverloadedError),
+        ("StatusCode.DEADLINE_EXCEEDED", "Deadline Exceeded", DeadlineExceededError),
+        (None, "in-stream failure", ServerError),
+    ],
+)
+def test_status_and_message_map_to_typed_errors(status: str | None, message: str, kind: type) -> None:
+    error = error_from_status(status, message, "http://h:1")
+    assert type(error) is kind
+    assert error.message == message  # the server's message is kept verbatim
+    assert "http://h:1" in str(error)
+
+
+def test_map_error_handles_tritonclient_and_os_errors() -> None:
+    mapped = map_error(InferenceServerException("bad", status="StatusCode.INVALID_ARGUMENT"), "grpc://h:1")
+    assert isinstance(mapped, InvalidInputError) and mapped.endpoint == "grpc://h:1"
+    assert isinstance(map_error(ConnectionRefusedError("refused")), ServerConnectionError)
+    assert isinstance(map_error(TimeoutError()), DeadlineExceededError)
+    assert isinstance(map_error(ServerConnectionError("x")), ConnectionError)  # also a builtin
+    assert isinstance(map_error(DeadlineExceededError("x")), TimeoutError)
+
+
+def test_endpoint_scheme_chooses_protocol() -> None:
+    assert parse_endpoint("grpc://10.0.0.1:9001").protocol == "grpc"
+    assert parse_endpoint("http://h").port == 8000
+    assert parse_endpoint("h:1234", "grpc").url == "grpc://h:1234"
+    assert [e.port for e in parse_endpoints("http://a:1, http://b:2")] == [1, 2]
+    for bad in ("ftp://h:1", "http://h:1/v2", "http://:1"):
+        with pytest.raises(ValueError):
+            parse_endpoint(bad)
+    with pytest.raises(ValueError, match="duplicate"):
+        parse_endpoints(["http://a:1", "a:1"])
+
+
+def test_options_validate_and_name_the_field() -> None:
+    with pytest.raises(ValueError, match="max_attempts"):
+        ClientOptions(max_attempts=0)
+    with pytest.raises(ValueError, match="protocol"):
+        ClientOptions(protocol="ftp")  # type: ignore[arg-type]
