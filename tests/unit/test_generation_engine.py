@@ -288,3 +288,24 @@ def test_running_batch_pads_joins_and_trims(loaded: LoadedModel) -> None:
     assert bool(batch.attention_mask.all())
     batch.keep([])
     assert len(batch) == 0 and batch.cache is None
+
+
+def test_the_engine_thread_survives_errors_outside_the_forward_pass(loaded: LoadedModel) -> None:
+    class BrokenMetrics(CountingMetrics):
+        def occupancy(self, running: int, waiting: int, capacity: int) -> None:
+            raise RuntimeError("metrics backend gone")
+
+    engine = make_engine(loaded)
+    engine.metrics = BrokenMetrics()
+    engine.start()
+    try:
+        sink = RecordingSink()
+        engine.submit(greedy("Hello", 50), sink)
+        for _ in range(500):
+            if sink.finished:
+                break
+            time.sleep(0.01)
+        assert sink.errors and "metrics backend gone" in str(sink.errors[0])
+        assert engine.in_flight == 0
+    finally:
+        engine.stop()

@@ -137,7 +137,23 @@ class GenerationEngine:
                     self._condition.wait()
                 if self._stopping:
                     return
-            self.step()
+            try:
+                self.step()
+            except Exception as exc:  # the loop must survive, or every request would hang
+                LOG.exception("generation engine step failed outside the forward pass")
+                self._fail_everything(exc)
+
+    def _fail_everything(self, error: BaseException) -> None:
+        with self._condition:
+            victims = [*self._running, *self._waiting]
+            self._waiting.clear()
+        for sequence in victims:
+            if not sequence.finished:
+                sequence.finish_reason = FinishReason.ERROR
+                _safe_fail(sequence, error)
+        self._running = []
+        self._batch = RunningBatch()
+        self._release(victims)
 
     def step(self) -> None:
         """One scheduling step (public so tests can drive the engine without a thread)."""
@@ -169,7 +185,10 @@ class GenerationEngine:
             if _cancelled(sequence):
                 sequence.cancel()
         with self._condition:
-            cancelled = [s for s in self._waiting if _cancelled(s)]
+            waiting = list(self._waiting)
+        # is_cancelled() may be a round trip to the server: ask outside the lock.
+        cancelled = [s for s in waiting if _cancelled(s)]
+        with self._condition:
             for sequence in cancelled:
                 self._waiting.remove(sequence)
         for sequence in cancelled:
