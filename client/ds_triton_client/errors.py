@@ -186,10 +186,11 @@ def map_error(exc: BaseException, endpoint: str | None = None) -> ClientError:
     try:
         import urllib3.exceptions as u3
 
-        if isinstance(exc, u3.TimeoutError):
-            return DeadlineExceededError(str(exc) or "timed out", endpoint)
+        # NewConnectionError subclasses urllib3's TimeoutError, so test it first.
         if isinstance(exc, u3.ProtocolError | u3.NewConnectionError | u3.MaxRetryError):
             return ServerConnectionError(str(exc), endpoint)
+        if isinstance(exc, u3.TimeoutError):
+            return DeadlineExceededError(str(exc) or "timed out", endpoint)
     except ImportError:  # pragma: no cover
         pass
     try:

@@ -9,6 +9,7 @@ from tritonclient.utils import InferenceServerException
 
 from ds_triton_client.endpoints import parse_endpoint, parse_endpoints
 from ds_triton_client.errors import (
+    ClientError,
     DeadlineExceededError,
     InvalidInputError,
     ModelNotReadyError,
@@ -41,9 +42,9 @@ def test_backoff_grows_exponentially_with_jitter_and_is_capped() -> None:
         (ServerError("boom"), False),
     ],
 )
-def test_only_safe_errors_are_retried(error: Exception, retry: bool) -> None:
+def test_only_safe_errors_are_retried(error: ClientError, retry: bool) -> None:
     policy = RetryPolicy(max_attempts=3)
-    assert policy.should_retry(error, attempt=1) is retry  # type: ignore[arg-type]
+    assert policy.should_retry(error, attempt=1) is retry
 
 
 def test_never_retry_after_a_stream_started_or_attempts_ran_out() -> None:
@@ -80,7 +81,9 @@ def test_deadline_counts_down() -> None:
         (None, "in-stream failure", ServerError),
     ],
 )
-def test_status_and_message_map_to_typed_errors(status: str | None, message: str, kind: type) -> None:
+def test_status_and_message_map_to_typed_errors(
+    status: str | None, message: str, kind: type[ClientError]
+) -> None:
     error = error_from_status(status, message, "http://h:1")
     assert type(error) is kind
     assert error.message == message  # the server's message is kept verbatim
@@ -112,4 +115,12 @@ def test_options_validate_and_name_the_field() -> None:
     with pytest.raises(ValueError, match="max_attempts"):
         ClientOptions(max_attempts=0)
     with pytest.raises(ValueError, match="protocol"):
-        ClientOptions(protocol="ftp")  # type: ignore[arg-type]
+        ClientOptions(protocol="ftp")
+
+
+def test_refused_urllib3_connection_is_a_connection_error_not_a_timeout() -> None:
+    import urllib3.exceptions as u3
+
+    refused = u3.NewConnectionError(None, "Failed to establish a new connection: [Errno 111] refused")  # type: ignore[arg-type]
+    assert isinstance(map_error(refused), ServerConnectionError)
+    assert isinstance(map_error(u3.ReadTimeoutError(None, "/", "read timed out")), DeadlineExceededError)  # type: ignore[arg-type]
