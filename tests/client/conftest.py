@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from ds_triton.runtime.tritonserver import Ports, ServerOptions, TritonServer
 
 ROOT = Path(__file__).resolve().parents[2]
