@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -181,7 +181,7 @@ class Client(BaseClient):
 
     def stream(
         self, prompt: str, model: str = DEFAULT_GENERATE_MODEL, timeout: float | None = None, **sampling: Any
-    ) -> Iterator[str]:
+    ) -> Generator[str, None, None]:
         """Yield the generated text piece by piece as the server produces it.
 
         Failures before the first piece fail over like any call; after it, the

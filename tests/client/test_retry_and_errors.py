@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from typing import Any, cast
 
 import pytest
 from tritonclient.utils import InferenceServerException
@@ -115,7 +116,7 @@ def test_options_validate_and_name_the_field() -> None:
     with pytest.raises(ValueError, match="max_attempts"):
         ClientOptions(max_attempts=0)
     with pytest.raises(ValueError, match="protocol"):
-        ClientOptions(protocol="ftp")  # type: ignore[arg-type]
+        ClientOptions(protocol=cast(Any, "ftp"))
 
 
 def test_refused_urllib3_connection_is_a_connection_error_not_a_timeout() -> None:

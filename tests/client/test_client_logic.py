@@ -1,0 +1,165 @@
+"""Client call logic over fake transports: chunking, order, failover, and streams never retried."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import AsyncGenerator, Generator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pytest
+
+from ds_triton_client import AsyncClient, Client, ServerConnectionError, StreamInterruptedError
+from ds_triton_client.codec import Tensor
+from ds_triton_client.model_info import ModelInfo
+
+URLS = ["http://127.0.0.1:1", "http://127.0.0.1:2"]
+EMBED_INFO = ModelInfo("text_embedding", 4, {"embedding": (2,)}, False)
+GEN_INFO = ModelInfo("text_generation", 0, {"text_output": (-1,)}, True)
+
+
+class FakeTransport:
+    """Scripted endpoint: embeds a text as [len, first code point]; streams ``pieces``."""
+
+    def __init__(self, pieces: Sequence[str] = ("a", "b", "c"), fail_at: int | None = None) -> None:
+        self.pieces = list(pieces)
+        self.fail_at = fail_at  # raise a connection error before piece number fail_at
+        self.rows_per_call: list[int] = []
+        self.streams = 0
+        self.lock = threading.Lock()
+
+    def infer(self, model: str, inputs: Sequence[Tensor], outputs: Sequence[str], timeout: float) -> dict:
+        texts = [bytes(b).decode() for b in inputs[0].data.reshape(-1)]
+        with self.lock:
+            self.rows_per_call.append(len(texts))
+        return {"embedding": np.array([[len(t), ord(t[0])] for t in texts], dtype=np.float32)}
+
+    def _pieces(self) -> Generator[Mapping[str, Any], None, None]:
+        self.streams += 1
+        for i, piece in enumerate(self.pieces):
+            if self.fail_at == i:
+                raise ServerConnectionError("connection reset by peer")
+            yield {"text_output": piece, "num_output_tokens": 1}
+
+    def generate(self, model: str, fields: Any, batched: bool, timeout: float) -> Any:
+        return self._pieces()
+
+    def close(self) -> None:
+        pass
+
+
+class AsyncFakeTransport:
+    """The asyncio face of a ``FakeTransport``."""
+
+    def __init__(self, pieces: Sequence[str] = ("a", "b", "c"), fail_at: int | None = None) -> None:
+        self.sync = FakeTransport(pieces, fail_at)
+
+    @property
+    def streams(self) -> int:
+        return self.sync.streams
+
+    @property
+    def rows_per_call(self) -> list[int]:
+        return self.sync.rows_per_call
+
+    async def infer(
+        self, model: str, inputs: Sequence[Tensor], outputs: Sequence[str], timeout: float
+    ) -> dict:
+        return self.sync.infer(model, inputs, outputs, timeout)
+
+    async def _pieces(self) -> AsyncGenerator[Mapping[str, Any], None]:
+        for item in self.sync._pieces():
+            yield item
+
+    def generate(self, model: str, fields: Any, batched: bool, timeout: float) -> Any:
+        return self._pieces()
+
+    async def close(self) -> None:
+        pass
+
+
+def pin_first_pick(client: Client | AsyncClient) -> None:
+    """Make the balancer start from the first endpoint on ties (it rotates by default)."""
+    vars(client.balancer)["_rotation"] = itertools.repeat(0)
+
+
+def sync_client(*transports: FakeTransport, **options: Any) -> Client:
+    client = Client(URLS[: len(transports)], health_interval=0, backoff_base=0.0, **options)
+    vars(client)["_transports"] = dict(zip(client.endpoints, transports, strict=True))
+    client._model_info = {"text_embedding": EMBED_INFO, "text_generation": GEN_INFO}
+    return client
+
+
+def async_client(*transports: AsyncFakeTransport, **options: Any) -> AsyncClient:
+    client = AsyncClient(URLS[: len(transports)], health_interval=0, backoff_base=0.0, **options)
+    vars(client)["_transports"] = dict(zip(client.endpoints, transports, strict=True))
+    client._model_info = {"text_embedding": EMBED_INFO, "text_generation": GEN_INFO}
+    return client
+
+
+TEXTS = [f"{chr(65 + i % 26)}{'x' * i}" for i in range(23)]
+EXPECTED = np.array([[len(t), ord(t[0])] for t in TEXTS], dtype=np.float32)
+
+
+def test_embed_chunks_to_max_batch_size_and_keeps_order() -> None:
+    transport = FakeTransport()
+    with sync_client(transport, max_concurrency=3) as client:
+        np.testing.assert_array_equal(client.embed(TEXTS), EXPECTED)
+    assert sorted(transport.rows_per_call) == [3, 4, 4, 4, 4, 4]
+    assert client.embed.__doc__
+
+
+async def test_async_embed_matches_sync_on_the_same_transport() -> None:
+    transport = AsyncFakeTransport()
+    async with async_client(transport, max_concurrency=2) as client:
+        np.testing.assert_array_equal(await client.embed(TEXTS), EXPECTED)
+    assert max(transport.rows_per_call) == 4
+
+
+def test_stream_fails_over_when_the_first_endpoint_breaks_before_any_piece() -> None:
+    broken, healthy = FakeTransport(fail_at=0), FakeTransport()
+    with sync_client(broken, healthy) as client:
+        pin_first_pick(client)
+        assert list(client.stream("hi")) == ["a", "b", "c"]
+    assert (broken.streams, healthy.streams) == (1, 1)
+
+
+def test_stream_is_never_retried_after_it_started() -> None:
+    broken, healthy = FakeTransport(fail_at=2), FakeTransport()
+    with sync_client(broken, healthy) as client:
+        pin_first_pick(client)
+        received: list[str] = []
+        with pytest.raises(StreamInterruptedError, match="connection reset"):
+            for piece in client.stream("hi"):
+                received.append(piece)
+    assert received == ["a", "b"] and healthy.streams == 0
+
+
+def test_generate_joins_pieces_and_counts_tokens() -> None:
+    with sync_client(FakeTransport(pieces=["He", "llo"])) as client:
+        result = client.generate("hi", max_tokens=2)
+    assert (result.text, result.num_output_tokens) == ("Hello", 2)
+
+
+async def test_async_stream_order_failover_and_no_retry_after_start() -> None:
+    broken, healthy = AsyncFakeTransport(fail_at=0), AsyncFakeTransport()
+    async with async_client(broken, healthy) as client:
+        pin_first_pick(client)
+        assert [p async for p in client.stream("hi")] == ["a", "b", "c"]
+    late, spare = AsyncFakeTransport(fail_at=1), AsyncFakeTransport()
+    async with async_client(late, spare) as client:
+        pin_first_pick(client)
+        with pytest.raises(StreamInterruptedError):
+            _ = [p async for p in client.stream("hi")]
+    assert spare.streams == 0
+
+
+def test_consumer_stopping_a_stream_early_does_not_count_as_a_failure() -> None:
+    transport = FakeTransport(pieces=["a", "b", "c", "d"])
+    with sync_client(transport) as client:
+        stream = client.stream("hi")
+        assert next(stream) == "a"
+        stream.close()
+        state = client.balancer.snapshot()[0]
+        assert state["outstanding"] == 0 and state["failures"] == 0
