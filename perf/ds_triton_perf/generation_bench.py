@@ -12,6 +12,7 @@ import gc
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from ds_triton_perf.loadgen import LoadResult, LoadSpec, run_load
 from ds_triton_perf.perf_analyzer import PaRun, run_perf_analyzer
@@ -39,6 +40,7 @@ class GenerationBench:
 
     def __post_init__(self) -> None:
         self._probe = StatsProbe(self.results.notes)
+        self._stream_protocol: Literal["http", "grpc"] = "http"
         load = self.scenarios.generation
         count = load.quick_requests if self.quick else load.requests
         prompts = text_mix(self.scenarios.text_weights(load.prompts), count=count, seed=1)
@@ -73,6 +75,7 @@ class GenerationBench:
                         request_timeout_s=120.0)
         self.log.step(f"{model}: loadgen {scenario.name} streams c={concurrency}")
         before = self._probe.before(self.server, model)
+        self._stream_protocol = scenario.protocol
         result = asyncio.run(self._drive(spec, f"{scenario.name} c={concurrency}"))
         result.label = str(concurrency)
         server = self._probe.after(before, self.server, model)
@@ -83,8 +86,9 @@ class GenerationBench:
                         f"{result.error_count} errors")
 
     async def _drive(self, spec: LoadSpec, label: str) -> LoadResult:
-        async with open_generation_target(self.server.http, self.scenarios.model,
-                                          self.requests) as request:
+        protocol = self._stream_protocol
+        url = self.server.grpc if protocol == "grpc" else self.server.http
+        async with open_generation_target(url, self.scenarios.model, self.requests, protocol) as request:
             return await run_load(request, spec, label=label, progress=self.progress)
 
     def run_perf_analyzer(self, scenario: PerfAnalyzerScenario) -> None:

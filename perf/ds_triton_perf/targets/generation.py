@@ -1,51 +1,38 @@
-"""Streaming generation over Triton's ``generate_stream`` (server-sent events).
+"""Streaming generation through the client package's ``AsyncClient.stream``.
 
-Each event carries one chunk of ``text_output``; its arrival time is recorded
-so the load generator can report time to first token and inter-token latency.
+The arrival time of every streamed piece is recorded so the load generator
+can report time to first token and inter-token latency.
 """
 
 from __future__ import annotations
 
 import itertools
-import json
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-
-import aiohttp
+from typing import Literal
 
 from ds_triton_perf.outcome import Outcome, RequestFn
+from ds_triton_perf.targets.client import measuring_client
 
 
 @asynccontextmanager
-async def open_generation_target(http_url: str, model: str,
-                                 requests: Sequence[tuple[str, int]]) -> AsyncIterator[RequestFn]:
+async def open_generation_target(url: str, model: str, requests: Sequence[tuple[str, int]],
+                                 protocol: Literal["http", "grpc"] = "http") -> AsyncIterator[RequestFn]:
     """A request function streaming one ``(prompt, max_tokens)`` per call, round-robin.
 
     Decoding is greedy with EOS ignored, so every request yields exactly ``max_tokens``.
     """
-    url = f"http://{http_url}/v2/models/{model}/generate_stream"
-    bodies = itertools.cycle([
-        {"text_input": prompt, "stream": True, "exclude_input_in_output": True,
-         "sampling_parameters": json.dumps({"temperature": 0, "max_tokens": tokens, "ignore_eos": True})}
-        for prompt, tokens in requests
-    ])
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+    cycle = itertools.cycle(requests)
+    async with measuring_client(url, protocol) as client:
+        await client.model_info(model)
 
         async def request() -> Outcome:
+            prompt, max_tokens = next(cycle)
             times: list[float] = []
-            async with session.post(url, json=next(bodies)) as response:
-                if response.status != 200:
-                    return Outcome(items=0, error=f"HTTP{response.status}")
-                async for raw in response.content:
-                    line = raw.strip()
-                    if not line.startswith(b"data:"):
-                        continue
-                    event = json.loads(line[5:])
-                    if "error" in event:
-                        return Outcome(items=0, error="StreamError")
-                    if event.get("text_output"):
-                        times.append(time.perf_counter())
+            async for _piece in client.stream(prompt, model=model, temperature=0, max_tokens=max_tokens,
+                                              ignore_eos=True):
+                times.append(time.perf_counter())
             return Outcome(items=len(times), token_times=times)
 
         yield request
