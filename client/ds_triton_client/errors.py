@@ -100,6 +100,26 @@ _NOT_READY_HINTS = ("unknown model", "is not found", "not ready", "is not availa
 
 _CONNECT_HINTS = ("connect", "socket closed", "connection reset", "broken pipe", "end of tcp stream")
 
+_OVERLOAD_HINTS = (
+    "retry later",
+    "at capacity",
+    "queue is full",
+    "too many",
+    "shutting down",
+    "try again",
+    "unloaded",
+)
+_INVALID_HINTS = (
+    "invalid",
+    "must be",
+    "expected",
+    "is empty",
+    "not supported",
+    "exceeds",
+    "unknown",
+    "missing",
+)
+
 _GRPC_CODES: dict[str, type[ClientError]] = {
     "INVALID_ARGUMENT": InvalidInputError,
     "OUT_OF_RANGE": InvalidInputError,
@@ -154,8 +174,12 @@ def error_from_status(status: str | int | None, message: str, endpoint: str | No
         return _HTTP_CODES.get(int(text), ServerError)(message, endpoint, text)
     if code in _GRPC_CODES:
         return _GRPC_CODES[code](message, endpoint, text)
-    if not text and "invalid" in lowered:
-        return InvalidInputError(message, endpoint, None)
+    if not text:
+        # gRPC stream responses carry only a message, no status code: classify by wording.
+        if any(hint in lowered for hint in _OVERLOAD_HINTS):
+            return OverloadedError(message, endpoint, None)
+        if any(hint in lowered for hint in _INVALID_HINTS):
+            return InvalidInputError(message, endpoint, None)
     return ServerError(message, endpoint, text or None)
 
 

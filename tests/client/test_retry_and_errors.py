@@ -80,6 +80,9 @@ def test_deadline_counts_down() -> None:
         ("StatusCode.UNAVAILABLE", "max concurrent sequences reached", OverloadedError),
         ("StatusCode.DEADLINE_EXCEEDED", "Deadline Exceeded", DeadlineExceededError),
         (None, "in-stream failure", ServerError),
+        # gRPC stream errors have no status: the wording decides.
+        (None, "sampling_parameters.temperature must be a finite number >= 0", InvalidInputError),
+        (None, "too many concurrent requests: 16 sequences run; retry later", OverloadedError),
     ],
 )
 def test_status_and_message_map_to_typed_errors(
