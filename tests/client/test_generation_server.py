@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from ds_triton_client import AsyncClient, Client, InvalidInputError
@@ -10,7 +12,7 @@ from tests.client.conftest import Replica
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
 PROMPT = "The capital of France is"
-GREEDY = {"max_tokens": 8, "temperature": 0.0, "ignore_eos": True}
+GREEDY: dict[str, Any] = {"max_tokens": 8, "temperature": 0.0, "ignore_eos": True}
 
 
 def url_for(replica: Replica, scheme: str) -> str:
