@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from ds_triton.runtime.tritonserver import TritonServer
-from ds_triton_perf.loadgen import LoadSpec, run_load
+from ds_triton_perf.loadgen import LoadResult, LoadSpec, run_load
 from ds_triton_perf.perf_analyzer import PaRun, run_perf_analyzer
 from ds_triton_perf.targets import Endpoint, open_embedding_target
 from ds_triton_perf.targets.generation import open_generation_target
@@ -58,7 +58,7 @@ def test_load_generator_closed_and_open_loop_with_server_breakdown(triton_server
     endpoint = Endpoint("triton", "triton", url, EMBEDDING, protocol)  # type: ignore[arg-type]
     before = snapshot(triton_server.http_url, triton_server.metrics_url, EMBEDDING)
 
-    async def drive() -> list:
+    async def drive() -> list[LoadResult]:
         async with open_embedding_target(endpoint, TEXTS, batch_size=2) as request:
             closed = await run_load(request, LoadSpec(mode="closed", concurrency=3, duration_s=1.5,
                                                       warmup_s=0.3))
@@ -80,7 +80,7 @@ def test_load_generator_closed_and_open_loop_with_server_breakdown(triton_server
 def test_load_generator_counts_bad_requests_as_errors(triton_server: TritonServer) -> None:
     endpoint = Endpoint("triton", "triton", triton_server.http_url, EMBEDDING, "http")
 
-    async def drive():  # type: ignore[no-untyped-def]
+    async def drive() -> LoadResult:
         async with open_embedding_target(endpoint, [""]) as request:  # empty text: rejected
             return await run_load(request, LoadSpec(mode="closed", concurrency=1, duration_s=0.5,
                                                     warmup_s=0))
@@ -94,7 +94,7 @@ def test_streams_report_ttft_and_inter_token_latency(triton_server: TritonServer
     _requires(triton_server, GENERATION)
     requests = [(text, tokens) for text, tokens in zip(TEXTS[:4], (4, 8, 4, 8), strict=True)]
 
-    async def drive():  # type: ignore[no-untyped-def]
+    async def drive() -> LoadResult:
         async with open_generation_target(triton_server.http_url, GENERATION, requests) as request:
             return await run_load(request, LoadSpec(mode="closed", concurrency=2, duration_s=1.5,
                                                     warmup_s=0.2, request_timeout_s=60))
