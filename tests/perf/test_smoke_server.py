@@ -42,7 +42,7 @@ def _requires(server: TritonServer, model: str) -> None:
 def test_perf_analyzer_closed_and_open_loop(triton_server: TritonServer, tmp_path: Path, mode: str,
                                             level: float) -> None:
     data = write_input_data(TEXTS, tmp_path / "input.json")
-    run = PaRun(EMBEDDING, triton_server.grpc_url, "grpc", mode, level, data,  # type: ignore[arg-type]
+    run = PaRun(EMBEDDING, triton_server.grpc_url, "grpc", mode, level, data,
                 measurement_ms=1000)
     result = run_perf_analyzer(run, tmp_path)
     assert result.ok, result.message
@@ -55,7 +55,7 @@ def test_perf_analyzer_closed_and_open_loop(triton_server: TritonServer, tmp_pat
 def test_load_generator_closed_and_open_loop_with_server_breakdown(triton_server: TritonServer,
                                                                    protocol: str) -> None:
     url = triton_server.grpc_url if protocol == "grpc" else triton_server.http_url
-    endpoint = Endpoint("triton", "triton", url, EMBEDDING, protocol)  # type: ignore[arg-type]
+    endpoint = Endpoint("triton", "triton", url, EMBEDDING, protocol)
     before = snapshot(triton_server.http_url, triton_server.metrics_url, EMBEDDING)
 
     async def drive() -> list[LoadResult]:
