@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tritonclient.utils import InferenceServerException
 
 from ds_triton.spec import ModelSpec
 from tests.conftest import MODEL_REPOSITORY, StartServer
@@ -71,6 +72,21 @@ def test_second_encoder_architecture_dropped_in_changed_and_removed(
     wait_for("distil reloaded with max_batch_size 8", reloaded, url, alive)
     np.testing.assert_allclose(embed(url, "distil", TEXTS), hf_embeddings(checkpoint, TEXTS, "cls"),
                                atol=1e-5)
+
+    # A change to model.json alone (config.pbtxt identical) is picked up too.
+    config_before = (repo / "distil" / "config.pbtxt").read_bytes()
+    add_model(repo, "distil", "--task", "embedding", "--checkpoint", str(checkpoint), "--cpu", "--force",
+              "--pooling", "mean", "--max-batch-size", "8", "--preferred-batch-sizes", "4,8")
+    assert (repo / "distil" / "config.pbtxt").read_bytes() == config_before
+    mean = hf_embeddings(checkpoint, TEXTS, "mean")
+
+    def pools_by_mean() -> bool:
+        try:
+            return bool(np.allclose(embed(url, "distil", TEXTS), mean, atol=1e-5))
+        except InferenceServerException:  # between versions during the swap
+            return False
+
+    wait_for("distil reloaded with mean pooling", pools_by_mean, url, alive)
 
     # Remove it: unloaded; the shipped model never stopped serving.
     shutil.rmtree(repo / "distil")
