@@ -121,3 +121,22 @@ def test_perf_analyzer_streams_the_generation_model(triton_server: TritonServer,
     result = run_perf_analyzer(run, tmp_path)
     assert result.ok, result.message
     assert result.throughput > 0
+
+
+def test_locustfile_runs_headless_on_the_client_package(triton_server: TritonServer, tmp_path: Path,
+                                                       repo_root: Path) -> None:
+    import subprocess
+    import sys
+
+    locust = Path(sys.executable).parent / "locust"
+    done = subprocess.run(
+        [str(locust), "-f", str(repo_root / "perf" / "locustfile.py"), "--host",
+         f"http://{triton_server.http_url}", "--headless", "-u", "2", "-r", "2", "-t", "4s",
+         "--only-summary", "--csv", str(tmp_path / "locust"), "EmbeddingUser"],
+        capture_output=True, text=True, timeout=120, check=False, cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    stats = (tmp_path / "locust_stats.csv").read_text()
+    assert "text_embedding x1" in stats
+    row = next(line for line in stats.splitlines() if "text_embedding x1" in line).split(",")
+    assert int(row[2]) > 0 and int(row[3]) == 0  # requests made, none failed
