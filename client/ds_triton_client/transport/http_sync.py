@@ -9,6 +9,7 @@ through a thread-safe urllib3 pool instead.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Generator, Mapping, Sequence
 from typing import Any
 
@@ -16,7 +17,7 @@ import urllib3
 
 from ds_triton_client.codec import Tensor
 from ds_triton_client.endpoints import Endpoint
-from ds_triton_client.errors import DeadlineExceededError, map_error
+from ds_triton_client.errors import ClientError, DeadlineExceededError, map_error
 from ds_triton_client.options import ClientOptions
 from ds_triton_client.sse import SSEParser
 from ds_triton_client.transport.base import (
@@ -125,12 +126,20 @@ class HttpSyncTransport:
             stream=True,
         )
         parser = SSEParser()
+        # The read timeout bounds each read; this bounds the whole stream.
+        deadline = time.monotonic() + timeout
         try:
             for chunk in response.stream(8192, decode_content=True):
+                if time.monotonic() > deadline:
+                    raise DeadlineExceededError(
+                        f"stream not finished within {timeout:.3g}s", self.endpoint.url
+                    )
                 for data in parser.feed(chunk):
                     yield sse_payload(data, self.endpoint.url)
             for data in parser.close():
                 yield sse_payload(data, self.endpoint.url)
+        except ClientError:
+            raise
         except Exception as exc:
             raise map_error(exc, self.endpoint.url) from exc
         finally:
