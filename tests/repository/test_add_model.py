@@ -31,7 +31,7 @@ def test_embedding_with_every_option(tmp_path: Path, checkpoints: dict[str, Path
         "--gpus", "0,1", "--instances-per-gpu", "2", "--max-batch-size", "32",
         "--preferred-batch-sizes", "8,32", "--max-queue-delay-us", "500", "--queue-size", "100",
         "--queue-timeout-us", "9000", "--dtype", "fp16", "--kernel-inject", "on", "--pooling", "cls",
-        "--max-length", "64", "--no-normalize",
+        "--max-length", "64", "--no-normalize", "--no-length-bucketing",
     )
     assert code == 0
     out = capsys.readouterr()
@@ -49,6 +49,7 @@ def test_embedding_with_every_option(tmp_path: Path, checkpoints: dict[str, Path
                                 "max_queue_delay_us": 500, "max_queue_size": 100, "queue_timeout_us": 9000}
     assert spec["embedding"]["pooling"] == "cls"  # type: ignore[index]
     assert spec["embedding"]["normalize"] is False  # type: ignore[index]
+    assert spec["embedding"]["length_bucketing"] is False  # type: ignore[index]
     config = read_config(repo / "distil" / "config.pbtxt")
     assert [(g.count, list(g.gpus)) for g in config.instance_group] == [(2, [0]), (2, [1])]
     assert list(config.output[0].dims) == [48]  # DistilBERT's `dim`, read from its config.json

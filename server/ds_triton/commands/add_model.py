@@ -26,8 +26,13 @@ BATCHING_FLAGS = {
     "queue_size": "max_queue_size",
     "queue_timeout_us": "queue_timeout_us",
 }
-EMBEDDING_FLAGS = {"pooling": "pooling", "max_length": "max_length", "normalize": "normalize",
-                   "truncate": "truncate"}
+EMBEDDING_FLAGS = {
+    "pooling": "pooling",
+    "max_length": "max_length",
+    "normalize": "normalize",
+    "truncate": "truncate",
+    "length_bucketing": "length_bucketing",
+}
 GENERATION_FLAGS = {
     "max_concurrent_sequences": "max_concurrent_sequences",
     "max_queued_requests": "max_queued_requests",
@@ -57,15 +62,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     device = where.add_mutually_exclusive_group()
     device.add_argument("--cpu", action="store_true", help="run instances on CPU (KIND_CPU)")
     device.add_argument(
-        "--gpus", type=_gpus,
+        "--gpus", type=_gpus, metavar="all|0,1,...",
         help='"all" (this machine\'s GPUs, re-resolved when serving) or ids such as 0,1: one '
         "instance group per GPU",
     )
     where.add_argument(
-        "--instances-per-gpu", "--instances", dest="instances", type=int,
+        "--instances-per-gpu", "--instances", dest="instances", type=int, metavar="K",
         help="replicas per GPU (or CPU instances with --cpu)",
     )
-    where.add_argument("--threads-per-instance", type=int, help="CPU threads of each instance")
+    where.add_argument(
+        "--threads-per-instance", type=int, metavar="N", help="CPU threads of each instance"
+    )
     where.add_argument("--dtype", choices=DTYPES)
     where.add_argument("--kernel-inject", choices=KERNEL_INJECT, help="DeepSpeed kernel injection")
 
@@ -83,6 +90,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     embedding.add_argument(
         "--no-truncate", dest="truncate", action="store_const", const=False,
         help="reject over-long texts instead of truncating them",
+    )
+    embedding.add_argument(
+        "--no-length-bucketing", dest="length_bucketing", action="store_const", const=False,
+        help="one forward pass per batch, padded to its longest text",
     )
 
     generation = parser.add_argument_group("generation")
