@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from ds_triton_perf.genai_perf import GenaiPerfRun, run_genai_perf
 from ds_triton_perf.loadgen import LoadResult, LoadSpec, run_load
 from ds_triton_perf.perf_analyzer import PaRun, run_perf_analyzer
 from ds_triton_perf.results import BenchResults, LoadRun, PaPoint
-from ds_triton_perf.scenarios import LoadgenScenario, ModelScenarios, PerfAnalyzerScenario
+from ds_triton_perf.scenarios import GenaiPerfScenario, LoadgenScenario, ModelScenarios, PerfAnalyzerScenario
 from ds_triton_perf.server_side import StatsProbe
 from ds_triton_perf.steps import StepLog
 from ds_triton_perf.systems import ServerUrls
@@ -54,6 +55,32 @@ class GenerationBench:
                 self._stream_point(scenario, int(float(level)))
         for pa in self.scenarios.perf_analyzer:
             self.run_perf_analyzer(pa)
+        for genai in self.scenarios.genai_perf:
+            self.run_genai_perf(genai)
+
+    def run_genai_perf(self, scenario: GenaiPerfScenario) -> None:
+        from ds_triton.spec import ModelSpec
+
+        version_dir = self.model_dir / "1"
+        tokenizer = ModelSpec.load(version_dir).resolve_checkpoint(version_dir)
+        sweep = scenario.quick_sweep if self.quick and scenario.quick_sweep else scenario.sweep
+        for concurrency in sweep:
+            run = GenaiPerfRun(
+                model=self.scenarios.model, grpc_url=self.server.grpc, tokenizer=tokenizer,
+                concurrency=concurrency, input_tokens_mean=scenario.input_tokens_mean,
+                output_tokens_mean=scenario.output_tokens_mean, num_prompts=scenario.num_prompts,
+                measurement_ms=scenario.quick_measurement_ms if self.quick else scenario.measurement_ms,
+            )
+            self.log.step(f"{self.scenarios.model}: genai-perf {scenario.name} concurrency={concurrency}")
+            result = run_genai_perf(run, self.out_dir / "genai_perf")
+            self.results.genai_perf.append(result)
+            if result.ok:
+                ttft = result.metrics.get("time_to_first_token", {}).get("p50", float("nan"))
+                self.log.detail(f"{result.output_tokens_per_s:.1f} output tokens/s, TTFT p50 {ttft:.1f} ms")
+            else:
+                self.log.detail(f"FAILED: {result.message[-200:]}")
+                self.results.notes.append(f"genai-perf {scenario.name} c={concurrency} failed: "
+                                          f"{result.message.strip().splitlines()[-1:]}")
 
     def run_static_batches(self) -> None:
         from ds_triton_perf.peers.static_batches import measure_static_batches

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ds_triton_perf.genai_perf import GenaiPerfResult
 from ds_triton_perf.loadgen import LoadResult
 from ds_triton_perf.peers.ceiling import CeilingPoint
 from ds_triton_perf.peers.static_batches import StaticBatchResult
@@ -62,6 +63,7 @@ class BenchResults:
     static_batches: list[tuple[str, StaticBatchResult]] = field(default_factory=list)
     perf_analyzer: list[PaPoint] = field(default_factory=list)
     load_runs: list[LoadRun] = field(default_factory=list)
+    genai_perf: list[GenaiPerfResult] = field(default_factory=list)
     comparisons: list[dict[str, Any]] = field(default_factory=list)
     targets: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -82,6 +84,7 @@ class BenchResults:
             "load_runs": [{"model": r.model, "scenario": r.scenario, "system": r.system,
                            "texts": r.texts, "result": r.result.to_dict(),
                            "server": r.server.to_dict() if r.server else None} for r in self.load_runs],
+            "genai_perf": [g.to_row() for g in self.genai_perf],
             "comparisons": self.comparisons,
             "targets": self.targets,
             "notes": self.notes,
@@ -99,6 +102,7 @@ def write_raw(results: BenchResults, out_dir: Path) -> list[Path]:
         "ceiling.csv": [{"model": m, **p.to_row()} for m, p in results.ceiling],
         "static_batches.csv": [{"model": m, **b.to_row()} for m, b in results.static_batches],
         "comparisons.csv": results.comparisons,
+        "genai_perf.csv": [g.to_row() for g in results.genai_perf],
         "samples.csv": [{"model": r.model, "scenario": r.scenario, "system": r.system,
                          "level": r.result.spec.level, **vars(s)}
                         for r in results.load_runs for s in r.result.samples],

@@ -86,6 +86,20 @@ class GenerationLoad:
 
 
 @dataclass(frozen=True)
+class GenaiPerfScenario:
+    """genai-perf profiles of a streaming model, one per concurrency in ``sweep``."""
+
+    name: str
+    sweep: list[int]
+    quick_sweep: list[int] = field(default_factory=list)
+    input_tokens_mean: int = 32
+    output_tokens_mean: int = 32
+    num_prompts: int = 32
+    measurement_ms: int = 3000
+    quick_measurement_ms: int = 1500
+
+
+@dataclass(frozen=True)
 class ModelScenarios:
     """Everything measured for one model."""
 
@@ -96,6 +110,7 @@ class ModelScenarios:
     loadgen: list[LoadgenScenario] = field(default_factory=list)
     ceiling: CeilingScenario | None = None
     generation: GenerationLoad = field(default_factory=GenerationLoad)
+    genai_perf: list[GenaiPerfScenario] = field(default_factory=list)
     source: Path | None = None
 
     def text_weights(self, name: str) -> dict[str, float]:
@@ -122,6 +137,8 @@ def load_scenarios(path: Path) -> ModelScenarios:
             ceiling=(_build(CeilingScenario, raw["ceiling"], f"{where}:ceiling")
                      if raw.get("ceiling") else None),
             generation=_build(GenerationLoad, raw.get("generation", {}), f"{where}:generation"),
+            genai_perf=[_build(GenaiPerfScenario, item, f"{where}:genai_perf")
+                        for item in raw.get("genai_perf", [])],
             source=path,
         )
     except KeyError as exc:

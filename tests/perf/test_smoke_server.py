@@ -140,3 +140,19 @@ def test_locustfile_runs_headless_on_the_client_package(triton_server: TritonSer
     assert "text_embedding x1" in stats
     row = next(line for line in stats.splitlines() if "text_embedding x1" in line).split(",")
     assert int(row[2]) > 0 and int(row[3]) == 0  # requests made, none failed
+
+
+def test_genai_perf_profiles_the_stream(triton_server: TritonServer, tmp_path: Path,
+                                        repo_root: Path) -> None:
+    from ds_triton.spec import ModelSpec
+    from ds_triton_perf.genai_perf import GenaiPerfRun, run_genai_perf
+
+    _requires(triton_server, GENERATION)
+    version_dir = repo_root / "model_repository" / GENERATION / "1"
+    tokenizer = ModelSpec.load(version_dir).resolve_checkpoint(version_dir)
+    run = GenaiPerfRun(GENERATION, triton_server.grpc_url, tokenizer, concurrency=1,
+                       input_tokens_mean=16, output_tokens_mean=8, num_prompts=4, measurement_ms=1000)
+    result = run_genai_perf(run, tmp_path)
+    assert result.ok, result.message
+    assert result.output_tokens_per_s > 0
+    assert result.metrics["time_to_first_token"]["p50"] > 0

@@ -50,6 +50,15 @@ def summary_markdown(results: BenchResults) -> str:
               p.result.latency_ms.get("p99"), _ms(p.result.server_us.get("queue")),
               _ms(p.result.server_us.get("compute_infer")),
               p.server.achieved_batch_size if p.server else None] for p in results.perf_analyzer])]
+    if results.genai_perf:
+        parts += ["## genai-perf (streaming, synthetic prompts; ms)", table(
+            ["model", "concurrency", "output tokens/s", "req/s", "TTFT p50", "TTFT p99", "ITL p50",
+             "ITL p99", "request p99"],
+            [[g.run.model, g.run.concurrency, g.output_tokens_per_s if g.ok else "FAILED",
+              g.requests_per_s, *(g.metrics.get(m, {}).get(p) for m, p in (
+                  ("time_to_first_token", "p50"), ("time_to_first_token", "p99"),
+                  ("inter_token_latency", "p50"), ("inter_token_latency", "p99"),
+                  ("request_latency", "p99")))] for g in results.genai_perf])]
     if results.ceiling:
         parts += ["## In-process ceiling (no server)", table(
             ["model", "texts", "batch", "texts/s", "ms per batch"],
