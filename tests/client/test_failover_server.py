@@ -9,7 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from ds_triton_client import Client, DeadlineExceededError, InvalidInputError, ModelNotReadyError
+from ds_triton_client import AsyncClient, Client, DeadlineExceededError, InvalidInputError, ModelNotReadyError
+from ds_triton_client.concurrency import gather_bounded
 from tests.client.conftest import EMBED_MODEL, Replica, dead_url
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
@@ -17,7 +18,7 @@ pytestmark = [pytest.mark.server, pytest.mark.slow]
 TEXTS = [f"request {i}: the quick brown fox jumps over the lazy dog" for i in range(200)]
 
 
-def endpoint_stats(client: Client) -> dict[str, dict[str, object]]:
+def endpoint_stats(client: Client | AsyncClient) -> dict[str, dict[str, object]]:
     return {str(s["endpoint"]): s for s in client.balancer.snapshot()}
 
 
@@ -61,6 +62,27 @@ def test_killing_one_of_two_replicas_during_200_requests_fails_none_and_it_is_ta
         assert int(str(after["requests"])) > int(str(served_by_b_while_down))
         served_by_b = client.stats(EMBED_MODEL)[replica_b.http_url]["model_stats"][0]["inference_count"]
         assert served_by_b > 0
+
+
+async def test_async_grpc_client_survives_a_replica_killed_during_200_requests(
+    replica_a: Replica, replica_b: Replica
+) -> None:
+    async with AsyncClient(
+        [replica_a.grpc_url, replica_b.grpc_url], health_interval=0.5, max_concurrency=4
+    ) as client:
+        completed = 0
+
+        async def one(i: int) -> np.ndarray:
+            nonlocal completed
+            vector = await client.embed([TEXTS[i]])
+            completed += 1
+            if completed == 50:
+                replica_b.kill()  # blocks the loop briefly, like a real stall; in-flight calls break
+            return vector
+
+        results = await gather_bounded(one, list(range(200)), limit=4)  # raises if any request failed
+    assert len(results) == 200 and all(r.shape == (1, 384) for r in results)
+    assert endpoint_stats(client)[replica_b.grpc_url]["available"] is False
 
 
 @pytest.mark.parametrize("scheme", ["http", "grpc"])
