@@ -209,7 +209,10 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ds-triton-client", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="ds-triton-client",
+        description="Call DeepSpeed models served by Triton: embed, generate, health, models, stats, batch.",
+    )
     parser.add_argument(
         "--url",
         default=os.environ.get("DS_TRITON_URL", DEFAULT_URL),
