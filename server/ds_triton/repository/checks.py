@@ -73,7 +73,6 @@ class _Model:
     """What the checks of one folder learn as they go."""
 
     name: str
-    machine: Machine
     config: mc.ModelConfig | None = None
     spec: ModelSpec | None = None
     checkpoint: CheckpointInfo | None = None
@@ -95,7 +94,7 @@ def check_repository(repository: Path, machine: Machine) -> list[Problem]:
 
 def check_model(folder: ModelFolder, machine: Machine) -> list[Problem]:
     """Every problem of one model folder (empty when Triton will load it as specified)."""
-    model = _Model(folder.name, machine)
+    model = _Model(folder.name)
     _check_layout(model, folder)
     _read_config(model, folder)
     _read_spec(model, folder)
@@ -115,7 +114,7 @@ def check_spec(
 
     Appends to ``problems``; returns the checkpoint's info when it is usable.
     """
-    model = _Model(folder_name, Machine(cores=1), problems=problems)
+    model = _Model(folder_name, problems=problems)
     if spec.name != folder_name:
         model.report(
             "name",
@@ -148,7 +147,7 @@ def check_config(
 
     Appends to and returns ``problems`` (a new list if none is given).
     """
-    model = _Model(folder_name, machine, config, spec, checkpoint)
+    model = _Model(folder_name, config, spec, checkpoint)
     if problems is not None:
         model.problems = problems  # share the caller's list, so later checks see these
     if config.name and config.name != folder_name:
@@ -168,8 +167,8 @@ def check_config(
     if spec is not None:
         _check_interface(model, config, spec)
         _check_decoupling(model, config, spec)
-    _check_gpus(model, config)
-    _check_cores(model, config, spec)
+    _check_gpus(model, config, machine)
+    _check_cores(model, config, spec, machine)
     return model.problems
 
 
@@ -330,8 +329,8 @@ def _check_decoupling(model: _Model, config: mc.ModelConfig, spec: ModelSpec) ->
         )
 
 
-def _check_gpus(model: _Model, config: mc.ModelConfig) -> None:
-    have = model.machine.gpu_ids
+def _check_gpus(model: _Model, config: mc.ModelConfig, machine: Machine) -> None:
+    have = machine.gpu_ids
     for index, group in enumerate(config.instance_group):
         if group.kind != mc.ModelInstanceGroup.KIND_GPU:
             continue
@@ -352,12 +351,14 @@ def _check_gpus(model: _Model, config: mc.ModelConfig) -> None:
             )
 
 
-def _check_cores(model: _Model, config: mc.ModelConfig, spec: ModelSpec | None) -> None:
+def _check_cores(
+    model: _Model, config: mc.ModelConfig, spec: ModelSpec | None, machine: Machine
+) -> None:
     cpu_groups = [g for g in config.instance_group if g.kind == mc.ModelInstanceGroup.KIND_CPU]
     instances = sum(max(1, g.count) for g in cpu_groups)
     if not instances:
         return
-    cores = model.machine.cores
+    cores = machine.cores
     pinned = spec.deployment.threads_per_instance if spec is not None else None
     # The instance's own rule (ds_triton.devices): cores // instances, at least 1.
     threads = pinned or max(1, cores // instances)
