@@ -27,6 +27,7 @@ from tests.server.test_generation_serving import (
     grpc_generate,
     http_post,
     vllm_inputs,
+    wait_for_metrics,
 )
 
 pytestmark = pytest.mark.server
@@ -70,7 +71,8 @@ def test_bad_requests_do_not_disturb_a_running_stream(triton_server: TritonServe
         target=lambda: results.extend(
             grpc_generate(
                 triton_server.grpc_url,
-                [vllm_inputs("a long story", True, {"max_tokens": 200, "ignore_eos": True})],
+                [vllm_inputs("a long story", True, {"max_tokens": 200, "ignore_eos": True},
+                             counts=True)],
             )
         )
     )
@@ -80,7 +82,7 @@ def test_bad_requests_do_not_disturb_a_running_stream(triton_server: TritonServe
         assert stream.error and message in stream.error
     good.join(timeout=120)
     (stream,) = results
-    assert stream.error is None and len(stream.texts) == 200
+    assert stream.error is None and stream.tokens == 200
     client = grpcclient.InferenceServerClient(triton_server.grpc_url)
     assert client.is_server_live() and client.is_model_ready(MODEL)
 
@@ -114,9 +116,10 @@ def long_request() -> list[grpcclient.InferInput]:
 def wait_for_success(server: TritonServer, attempts: int = 50) -> None:
     """A fresh request succeeds once the freed slot is seen (bounded retries)."""
     for _ in range(attempts):
-        (stream,) = grpc_generate(server.grpc_url, [vllm_inputs("after", True, {"max_tokens": 3})])
+        request = vllm_inputs("after", True, {"max_tokens": 3}, counts=True)
+        (stream,) = grpc_generate(server.grpc_url, [request])
         if stream.error is None:
-            assert len(stream.texts) == 3
+            assert stream.tokens == 3
             return
         assert "too many concurrent requests" in stream.error
         time.sleep(0.1)
@@ -144,8 +147,8 @@ def test_over_capacity_is_unavailable_and_cancelling_frees_the_slot(tight_server
     client.stop_stream(cancel_requests=True)
     client.close()
     wait_for_success(tight_server)
-    after = generation_metrics(tight_server)
     key = "ds_triton_generation_sequences_finished_total[reason=cancelled]"
+    after = wait_for_metrics(tight_server, lambda m: m.get(key, 0) - before.get(key, 0) >= 1)
     assert after[key] - before.get(key, 0) == 1
 
 
@@ -161,7 +164,8 @@ def test_http_disconnect_frees_the_slot(tight_server: TritonServer) -> None:
     assert response.readline().startswith(b"data: ")
     connection.close()  # the client goes away mid-stream
     wait_for_success(tight_server)
-    after = generation_metrics(tight_server)
+    key = "ds_triton_generation_sequences_finished_total[reason=cancelled]"
+    after = wait_for_metrics(tight_server, lambda m: m.get(key, 0) - before.get(key, 0) >= 1)
     finished = {
         reason: after.get(f"ds_triton_generation_sequences_finished_total[reason={reason}]", 0)
         - before.get(f"ds_triton_generation_sequences_finished_total[reason={reason}]", 0)

@@ -13,6 +13,7 @@ import json
 import queue
 import re
 import subprocess
+import time
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -55,6 +56,12 @@ class Stream:
     @property
     def text(self) -> str:
         return "".join(self.texts)
+
+    @property
+    def tokens(self) -> int:
+        """Generated tokens (needs return_num_output_tokens); a response may carry several
+        when the client lags behind (merged like vLLM's output collector)."""
+        return sum(self.num_output_tokens)
 
 
 def vllm_inputs(
@@ -154,6 +161,19 @@ def sse_events(text: str) -> list[dict[str, Any]]:
     return [json.loads(line[len("data: ") :]) for line in text.splitlines() if line.startswith("data: ")]
 
 
+def wait_for_metrics(
+    server: TritonServer, ready: Any, attempts: int = 50
+) -> dict[str, float]:
+    """Metrics once ``ready(samples)`` holds; counters are published a moment after the
+    last response, so a test polls (bounded) instead of reading once."""
+    for _ in range(attempts):
+        samples = generation_metrics(server)
+        if ready(samples):
+            return samples
+        time.sleep(0.1)
+    return generation_metrics(server)
+
+
 def generation_metrics(server: TritonServer) -> dict[str, float]:
     """The ds_triton_generation_* samples of text_generation, keyed by name and labels."""
     with urllib.request.urlopen(server.metrics_url, timeout=10) as response:
@@ -217,10 +237,12 @@ def test_grpc_streaming_matches_hf_generate_alone(triton_server: TritonServer, h
     expected, count = hf_reference(PROMPTS[1], 20)
     assert stream.error is None
     assert stream.text == expected
-    assert len(stream.texts) == count == 20  # one response per token
-    assert stream.num_output_tokens == [1] * 20
+    assert stream.tokens == count == 20
+    # A response per token, unless the client lagged and some were merged.
+    assert 1 <= len(stream.texts) <= 20 and all(n >= 1 for n in stream.num_output_tokens)
     assert set(stream.num_input_tokens) == {13}
-    assert stream.finish_reasons[-1] == "length" and stream.finish_reasons[0] == "None"
+    assert stream.finish_reasons[-1] == "length"
+    assert set(stream.finish_reasons[:-1]) <= {"None"}
 
 
 def test_greedy_in_a_batch_of_different_lengths_matches_hf_generate(
@@ -236,7 +258,10 @@ def test_greedy_in_a_batch_of_different_lengths_matches_hf_generate(
     for prompt, n, stream in zip(PROMPTS, lengths, streams, strict=True):
         assert stream.error is None
         assert stream.text == hf_reference(prompt, n)[0], prompt
-    after = generation_metrics(triton_server)
+    tokens_key = "ds_triton_generation_tokens_total"
+    after = wait_for_metrics(
+        triton_server, lambda m: m.get(tokens_key, 0) - before.get(tokens_key, 0) >= sum(lengths)
+    )
     passes = after["ds_triton_generation_batch_occupancy_count"] - before.get(
         "ds_triton_generation_batch_occupancy_count", 0
     )
@@ -249,10 +274,13 @@ def test_greedy_in_a_batch_of_different_lengths_matches_hf_generate(
 def test_eight_concurrent_streams_share_forward_passes(triton_server: TritonServer) -> None:
     before = generation_metrics(triton_server)
     sampling = {"temperature": 0.8, "top_p": 0.9, "max_tokens": 32, "ignore_eos": True}
-    requests = [vllm_inputs(f"stream number {i} says", True, sampling) for i in range(8)]
+    requests = [vllm_inputs(f"stream number {i} says", True, sampling, counts=True) for i in range(8)]
     streams = grpc_generate(triton_server.grpc_url, requests)
-    assert all(s.error is None and len(s.texts) == 32 for s in streams)
-    after = generation_metrics(triton_server)
+    assert all(s.error is None and s.tokens == 32 for s in streams)
+    tokens_key = "ds_triton_generation_tokens_total"
+    after = wait_for_metrics(
+        triton_server, lambda m: m.get(tokens_key, 0) - before.get(tokens_key, 0) >= 8 * 32
+    )
 
     def delta(key: str) -> float:
         return after.get(key, 0.0) - before.get(key, 0.0)
@@ -274,7 +302,7 @@ def test_http_generate_stream_sends_server_sent_events(
     status, text = http_post(triton_server, "generate_stream", body)
     assert status == 200, text
     events = sse_events(text)
-    assert len(events) == 16
+    assert 1 <= len(events) <= 16  # one per token unless merged for a lagging client
     assert all(e["model_name"] == MODEL for e in events)
     assert "".join(e["text_output"] for e in events) == hf_reference("Hello", 16)[0]
 
@@ -308,7 +336,7 @@ def test_max_tokens_and_stop_strings_end_the_stream_with_a_final_response(
         vllm_inputs(PROMPTS[0], True, {"temperature": 0, "max_tokens": 12, "stop": [stop]}, counts=True),
     ]
     limited, stopped = grpc_generate(triton_server.grpc_url, requests)
-    assert limited.final and limited.finish_reasons[-1] == "length" and len(limited.texts) == 5
+    assert limited.final and limited.finish_reasons[-1] == "length" and limited.tokens == 5
     assert stopped.final and stopped.finish_reasons[-1] == "stop"
     assert stopped.text == reference[: reference.index(stop)]
 
@@ -398,7 +426,9 @@ def test_perf_analyzer_streams_with_a_vllm_style_input_file(
 
 def test_custom_metrics_are_on_the_metrics_endpoint(triton_server: TritonServer) -> None:
     grpc_generate(triton_server.grpc_url, [vllm_inputs("metrics please", True, {"max_tokens": 4})])
-    samples = generation_metrics(triton_server)
+    samples = wait_for_metrics(
+        triton_server, lambda m: m.get("ds_triton_generation_tokens_total", 0) >= 4
+    )
     for key in (
         "ds_triton_generation_tokens_total",
         "ds_triton_generation_forward_passes_total[phase=prefill]",

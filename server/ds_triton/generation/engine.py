@@ -133,15 +133,26 @@ class GenerationEngine:
     def _loop(self) -> None:
         while True:
             with self._condition:
+                idle = not self._waiting and not self._running
+            if idle:
+                self._flush_metrics()
+            with self._condition:
                 while not self._stopping and not self._waiting and not self._running:
                     self._condition.wait()
                 if self._stopping:
-                    return
+                    break
             try:
                 self.step()
             except Exception as exc:  # the loop must survive, or every request would hang
                 LOG.exception("generation engine step failed outside the forward pass")
                 self._fail_everything(exc)
+        self._flush_metrics()
+
+    def _flush_metrics(self) -> None:
+        try:
+            self.metrics.flush()
+        except Exception:  # metrics are best effort; serving goes on
+            LOG.exception("could not publish generation metrics")
 
     def _fail_everything(self, error: BaseException) -> None:
         with self._condition:

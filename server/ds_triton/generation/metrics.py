@@ -24,6 +24,9 @@ class GenerationMetrics(Protocol):
 
     def sequence_finished(self, reason: FinishReason) -> None: ...
 
+    def flush(self) -> None:
+        """Publish anything buffered (the engine calls it before going idle)."""
+
 
 @dataclass
 class CountingMetrics:
@@ -49,3 +52,6 @@ class CountingMetrics:
 
     def sequence_finished(self, reason: FinishReason) -> None:
         self.finished[reason.value] = self.finished.get(reason.value, 0) + 1
+
+    def flush(self) -> None:
+        pass

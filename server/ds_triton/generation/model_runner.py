@@ -38,6 +38,9 @@ class ModelRunner:
         # transformers 5 calls it ``cache``; earlier releases ``past_key_values``.
         self._cache_arg = "cache" if "cache" in signature else "past_key_values"
         self._logits_to_keep = "logits_to_keep" in signature
+        # Models that take position ids must get them: with left padding the
+        # default (column index) would shift every padded row's positions.
+        self._position_ids = "position_ids" in signature
         self.prefill_steps = 0
         self.decode_steps = 0
 
@@ -76,10 +79,11 @@ class ModelRunner:
         kwargs: dict[str, Any] = {
             "input_ids": ids,
             "attention_mask": mask,
-            "position_ids": positions,
             "use_cache": True,
             self._cache_arg: cache,
         }
+        if self._position_ids:
+            kwargs["position_ids"] = positions
         if self._logits_to_keep:
             kwargs["logits_to_keep"] = 1
         output = self._forward(**kwargs)

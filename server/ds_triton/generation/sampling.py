@@ -59,28 +59,52 @@ def _sample_rows(
     shared_generator: torch.Generator | None,
 ) -> torch.Tensor:
     device = logits.device
-    temperature = torch.tensor([p.temperature for p in params], device=device).unsqueeze(1)
-    sorted_logits, sorted_ids = torch.sort(logits / temperature, dim=-1, descending=True)
     vocab = logits.shape[-1]
-    ranks = torch.arange(vocab, device=device).unsqueeze(0)
-    top_k = torch.tensor([p.top_k if p.top_k > 0 else vocab for p in params], device=device)
-    sorted_logits = sorted_logits.masked_fill(ranks >= top_k.unsqueeze(1), float("-inf"))
-    probs = torch.softmax(sorted_logits, dim=-1)
-    top_p = torch.tensor([p.top_p for p in params], device=device).unsqueeze(1)
-    # Drop a token when the mass before it already reaches top_p; the first always stays.
-    before = torch.cumsum(probs, dim=-1) - probs
-    probs = probs.masked_fill(before >= top_p, 0.0)
-    probs = probs / probs.sum(dim=-1, keepdim=True)
-    picks = torch.empty(len(params), dtype=torch.long, device=device)
+    temperature = torch.tensor([p.temperature for p in params], device=device).unsqueeze(1)
+    scaled = logits / temperature
+    top_k = [p.top_k if 0 < p.top_k < vocab else vocab for p in params]
+    use_top_p = any(p.top_p < 1.0 for p in params)
+    candidate_ids: torch.Tensor | None = None
+    if use_top_p:
+        # Nucleus sampling needs the whole distribution in order.
+        scaled, candidate_ids = torch.sort(scaled, dim=-1, descending=True)
+    elif max(top_k) < vocab:
+        # top-k alone needs only the k best (much cheaper than sorting the vocabulary).
+        scaled, candidate_ids = torch.topk(scaled, max(top_k), dim=-1)
+    if candidate_ids is not None and min(top_k) < scaled.shape[-1]:
+        ranks = torch.arange(scaled.shape[-1], device=device).unsqueeze(0)
+        limits = torch.tensor(top_k, device=device).unsqueeze(1)
+        scaled = scaled.masked_fill(ranks >= limits, float("-inf"))
+    probs = torch.softmax(scaled, dim=-1)
+    if use_top_p:
+        top_p = torch.tensor([p.top_p for p in params], device=device).unsqueeze(1)
+        # Drop a token when the mass before it already reaches top_p; the first always stays.
+        before = torch.cumsum(probs, dim=-1) - probs
+        probs = probs.masked_fill(before >= top_p, 0.0)
+    picks = _exponential_race(probs, generators, shared_generator)
+    return picks if candidate_ids is None else candidate_ids.gather(1, picks.unsqueeze(1)).squeeze(1)
+
+
+def _exponential_race(
+    probs: torch.Tensor,
+    generators: Sequence[torch.Generator | None],
+    shared_generator: torch.Generator | None,
+) -> torch.Tensor:
+    """One draw per row from (unnormalised) ``probs``: argmax of p / Exp(1) noise.
+
+    Equivalent to multinomial sampling, vectorised, and with each seeded row's
+    noise drawn from its own generator so its tokens do not depend on its batch.
+    """
+    noise = torch.empty_like(probs)
     shared = [i for i, g in enumerate(generators) if g is None]
-    if shared:
-        index = torch.tensor(shared, dtype=torch.long, device=device)
-        picks[index] = torch.multinomial(
-            probs.index_select(0, index), 1, generator=shared_generator
-        ).squeeze(1)
-    for i, generator in enumerate(generators):
-        if generator is not None:
-            # A sequence's generator lives on the CPU; its draw is one small copy.
-            row = probs[i].to(generator.device)
-            picks[i] = torch.multinomial(row, 1, generator=generator).squeeze(0).to(device)
-    return sorted_ids.gather(1, picks.unsqueeze(1)).squeeze(1)
+    if len(shared) == len(generators):
+        noise.exponential_(generator=shared_generator)
+    else:
+        for i in shared:
+            noise[i].exponential_(generator=shared_generator)
+        for i, generator in enumerate(generators):
+            if generator is not None:
+                # A sequence's generator lives on the CPU; its draw is one small copy.
+                row = torch.empty(probs.shape[-1], dtype=probs.dtype, device=generator.device)
+                noise[i] = row.exponential_(generator=generator).to(probs.device)
+    return (probs / noise.clamp_(min=1e-20)).argmax(dim=-1)

@@ -2,7 +2,8 @@
 
 ``execute`` only parses and queues; the engine thread decodes all sequences in
 one running batch, and a response thread sends what it produces, so sending to
-slow clients never stalls decoding. Every request gets exactly one response
+slow clients never stalls decoding (outputs that pile up for one client are
+merged into one response, like vLLM does). Every request gets exactly one response
 with the FINAL flag: its last token, its error, or its cancellation.
 """
 
@@ -20,6 +21,7 @@ from ds_triton.errors import ModelServingError
 from ds_triton.generation.engine import GenerationEngine
 from ds_triton.generation.kernels import generation_load_spec
 from ds_triton.generation.model_runner import ModelRunner
+from ds_triton.generation.outbox import Outbox, PolledFlag
 from ds_triton.generation.request import (
     FLAG_INPUTS,
     SAMPLING_PARAMETERS,
@@ -41,8 +43,8 @@ NUM_OUTPUT_TOKENS = "num_output_tokens"
 FINISH_REASON = "finish_reason"
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 
-# (sender, response, flags), or None to stop the response thread.
-ResponseItem = tuple[Any, Any, int] | None
+# How stale a sequence's cancellation flag may be (see PolledFlag).
+CANCEL_POLL_SECONDS = 0.02
 
 
 class GenerationHandler:
@@ -66,7 +68,7 @@ class GenerationHandler:
             eos_token_id=tokenizer.eos_token_id,
             metrics=self._metrics,
         )
-        self._responses: queue.Queue[ResponseItem] = queue.Queue()
+        self._responses: queue.Queue[TritonSink | None] = queue.Queue()
         self._response_thread = threading.Thread(
             target=self._send_responses, name="generation-responses"
         )
@@ -103,45 +105,59 @@ class GenerationHandler:
 
     def _send_responses(self) -> None:
         while True:
-            item = self._responses.get()
-            if item is None:
+            sink = self._responses.get()
+            if sink is None:
                 return
-            sender, response, flags = item
             try:
-                sender.send(response, flags=flags)
+                sink.flush()
             except Exception:  # a client that went away must not stop the others' responses
                 LOG.exception("could not send a generation response")
 
 
 class TritonSink:
-    """Delivers one sequence's outputs as Triton responses through the response thread."""
+    """Delivers one sequence's outputs as Triton responses through the response thread.
+
+    The engine thread only buffers outputs (``Outbox``); the response thread
+    builds and sends them, merging what piled up for a slow client.
+    """
 
     def __init__(
         self,
         request: Any,
         sender: Any,
-        responses: queue.Queue[ResponseItem],
+        responses: queue.Queue[TritonSink | None],
         parsed: GenerationRequest,
     ) -> None:
-        self._request = request
         self._sender = sender
         self._responses = responses
         self._parsed = parsed
-
-    def is_cancelled(self) -> bool:
-        return bool(self._request.is_cancelled())
+        self._outbox = Outbox()
+        self.is_cancelled = PolledFlag(request.is_cancelled, CANCEL_POLL_SECONDS)
 
     def send(self, output: GenerationOutput) -> None:
+        if self._outbox.put(output):
+            self._responses.put(self)
+
+    def fail(self, error: BaseException) -> None:
+        if self._outbox.put_error(error):
+            self._responses.put(self)
+
+    def flush(self) -> None:
+        """Send what is pending as one response (response thread only)."""
+        drained = self._outbox.drain()
+        if drained.error is not None:
+            self._sender.send(error_response(drained.error), flags=FINAL)
+            return
+        output = drained.output
+        if output is None:
+            return
         flags = FINAL if output.final else 0
         if output.finish_reason is FinishReason.CANCELLED:
             error = pb_utils.TritonError("request was cancelled", pb_utils.TritonError.CANCELLED)
             response = pb_utils.InferenceResponse(output_tensors=[], error=error)
         else:
             response = pb_utils.InferenceResponse(output_tensors=self._tensors(output))
-        self._responses.put((self._sender, response, flags))
-
-    def fail(self, error: BaseException) -> None:
-        self._responses.put((self._sender, error_response(error), FINAL))
+        self._sender.send(response, flags=flags)
 
     def _tensors(self, output: GenerationOutput) -> list[Any]:
         tensors = [

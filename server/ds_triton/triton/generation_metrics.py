@@ -7,10 +7,13 @@ with N streams decoding together, one decode pass yields N tokens.
 
 from __future__ import annotations
 
+import time
+
 import triton_python_backend_utils as pb_utils
 
 from ds_triton.generation.sequence import FinishReason
 
+FLUSH_SECONDS = 0.25
 # Time to first token on CPU ranges from milliseconds (tiny model) to seconds.
 TTFT_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]
 BATCH_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256]
@@ -70,14 +73,31 @@ class TritonGenerationMetrics:
             for reason in FinishReason
         }
         self._last_occupancy: tuple[int, int, int] | None = None
+        # Counters are summed here and published at most every FLUSH_SECONDS
+        # (and when the engine goes idle): one message per flush, not per step.
+        self._pending_tokens = 0
+        self._pending_forward = {"prefill": 0, "decode": 0}
+        self._flushed_at = time.monotonic()
 
     def forward_pass(self, phase: str, rows: int) -> None:
-        self._forward[phase].increment(1)
+        self._pending_forward[phase] += 1
         if phase == "decode":
             self._batch.observe(rows)
 
     def tokens_generated(self, count: int) -> None:
-        self._tokens.increment(count)
+        self._pending_tokens += count
+        if time.monotonic() - self._flushed_at >= FLUSH_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        self._flushed_at = time.monotonic()
+        if self._pending_tokens:
+            self._tokens.increment(self._pending_tokens)
+            self._pending_tokens = 0
+        for phase, count in self._pending_forward.items():
+            if count:
+                self._forward[phase].increment(count)
+                self._pending_forward[phase] = 0
 
     def first_token(self, seconds: float) -> None:
         self._ttft.observe(seconds)
@@ -93,9 +113,11 @@ class TritonGenerationMetrics:
 
     def sequence_finished(self, reason: FinishReason) -> None:
         self._finished[reason].increment(1)
+        self.flush()  # so counters are current when a client sees its last response
 
     def close(self) -> None:
-        """Drop metrics before their families, as the Python backend requires."""
+        """Publish what is buffered, then drop metrics before their families (backend rule)."""
+        self.flush()
         del self._tokens, self._ttft, self._batch
         self._forward, self._sequences, self._finished = {}, {}, {}
         self._families.clear()
