@@ -309,3 +309,33 @@ def test_the_engine_thread_survives_errors_outside_the_forward_pass(loaded: Load
         assert engine.in_flight == 0
     finally:
         engine.stop()
+
+
+class FakeTokenizer:
+    """Each token id is one character: id 0 is EOS, ids 1.. are letters."""
+
+    def decode(self, ids: list[int], **_: Any) -> str:
+        return "".join(chr(ord("a") + i - 1) for i in ids if i)
+
+
+def feed(params: SamplingParams, tokens: list[int]) -> RecordingSink:
+    from ds_triton.generation.sequence import Sequence
+
+    sink = RecordingSink()
+    sequence = Sequence(GenerationRequest("p", params, True, True), [1], sink, FakeTokenizer(), 0)
+    for token in tokens:
+        sequence.accept(token)
+        if sequence.finished:
+            break
+    return sink
+
+
+def test_text_held_for_a_stop_string_is_released_at_eos() -> None:
+    sink = feed(SamplingParams(max_tokens=10, stop=("xyz",)), [1, 24, 0])  # "a", "x", EOS
+    assert sink.text == "ax" and sink.outputs[-1].finish_reason is FinishReason.STOP
+
+
+def test_stop_strings_count_only_after_min_tokens() -> None:
+    params = SamplingParams(max_tokens=10, stop=("b",), min_tokens=2)
+    sink = feed(params, [2, 1, 2, 3])  # "b" (too early), "a", "b" -> stop
+    assert sink.text == "ba" and sink.outputs[-1].finish_reason is FinishReason.STOP

@@ -101,17 +101,22 @@ class Sequence:
         self.num_generated += 1
         self._unsent_tokens += 1
         delta = ""
+        by_stop_string = False
         if token_id == self.eos_token_id and not self.params.ignore_eos and not self.eos_blocked:
             self.finish_reason = FinishReason.STOP
         else:
-            result = self._stops.feed(self._detokenizer.add(token_id))
-            delta = result.text
-            if result.stopped and self.num_generated >= self.params.min_tokens:
-                self.finish_reason = FinishReason.STOP
+            text = self._detokenizer.add(token_id)
+            if self.num_generated <= self.params.min_tokens:
+                delta = text  # stop strings count only after min_tokens (vLLM's rule)
+            else:
+                result = self._stops.feed(text)
+                delta, by_stop_string = result.text, result.stopped
+                if by_stop_string:
+                    self.finish_reason = FinishReason.STOP
         if self.finish_reason is None and self.num_generated >= self.params.max_tokens:
             self.finish_reason = FinishReason.LENGTH
-        if self.finish_reason is not None and self.finish_reason is not FinishReason.STOP:
-            delta += self._stops.flush()
+        if self.finish_reason is not None and not by_stop_string:
+            delta += self._stops.flush()  # held-back text turned out not to be a stop string
         self._emit(delta)
 
     def cancel(self) -> None:
