@@ -65,7 +65,7 @@ def load_model(spec: ModelSpec, version_dir: Path, placement: Placement) -> Load
             "(expected a local Hugging Face checkpoint)"
         )
     config = _load_config(spec, checkpoint)
-    model_class = _auto_class(spec, config)
+    model_class = model_class_for(spec, config)
     dtype = torch_dtype(spec.dtype)
     try:
         module = model_class.from_pretrained(checkpoint, dtype=dtype, local_files_only=True)
@@ -96,7 +96,7 @@ def _load_config(spec: ModelSpec, checkpoint: Path) -> Any:
         raise ModelLoadError(f"model {spec.name!r}: unreadable config in {checkpoint}: {exc}") from exc
 
 
-def _auto_class(spec: ModelSpec, config: Any) -> Any:
+def model_class_for(spec: ModelSpec, config: Any) -> Any:
     """The Auto class for the task, or a clear error naming the architecture."""
     from transformers import AutoModel, AutoModelForCausalLM
     from transformers.models.auto.modeling_auto import (

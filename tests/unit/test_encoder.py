@@ -47,3 +47,18 @@ def test_max_length_comes_from_sentence_transformers_config(loaded: LoadedModel)
 def test_other_poolings_give_unit_vectors(loaded: LoadedModel, pooling: str) -> None:
     result = TextEncoder(loaded, EmbeddingSpec(pooling=pooling)).encode(["one", "two words here"])  # type: ignore[arg-type]
     assert np.allclose(np.linalg.norm(result.embeddings, axis=1), 1.0, atol=1e-5)
+
+
+def test_tokenizer_inputs_the_model_does_not_take_are_dropped(loaded: LoadedModel) -> None:
+    """MiniLM's BERT tokenizer returns token_type_ids; DistilBERT's forward has no such argument."""
+    import dataclasses
+
+    from transformers import DistilBertConfig, DistilBertModel
+
+    config = DistilBertConfig(
+        vocab_size=loaded.tokenizer.vocab_size, dim=32, n_layers=1, n_heads=2, hidden_dim=64
+    )
+    module = DistilBertModel(config).eval()
+    distil = dataclasses.replace(loaded, engine=module, module=module, config=config)
+    result = TextEncoder(distil, EmbeddingSpec(max_length=32)).encode(["two texts", "of different length"])
+    assert result.embeddings.shape == (2, 32)

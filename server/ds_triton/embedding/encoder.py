@@ -7,6 +7,7 @@ padding is masked out of the mean, and the norm is clamped like
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -56,6 +57,10 @@ class TextEncoder:
         self._padding_side = "left" if options.pooling == "last_token" else tokenizer.padding_side
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+        # A tokenizer may return inputs its model does not take (a BERT-style
+        # tokenizer's token_type_ids beside DistilBERT): pass only what forward accepts.
+        accepted = inspect.signature(loaded.module.forward).parameters
+        self._model_inputs = tuple(name for name in _MODEL_INPUTS if name in accepted)
         self.dimension = int(getattr(loaded.config, "hidden_size", 0) or loaded.config.d_model)
 
     def encode(self, texts: Sequence[str]) -> EncodeResult:
@@ -75,7 +80,7 @@ class TextEncoder:
             return_tensors="pt",
         )
         truncated = self._truncated(batch, texts)
-        inputs = {k: v for k, v in batch.items() if k in _MODEL_INPUTS}
+        inputs = {k: v for k, v in batch.items() if k in self._model_inputs}
         lengths = inputs["attention_mask"].sum(dim=1)
         order = torch.argsort(lengths, stable=True)
         groups = (

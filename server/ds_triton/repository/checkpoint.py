@@ -62,9 +62,9 @@ def _read_config(path: Path) -> Any:
 
 def _check_architecture(spec: ModelSpec, config: Any) -> None:
     # The loader's own rule, so `check` and `add-model` refuse exactly what a load would.
-    from ds_triton.loading import _auto_class
+    from ds_triton.loading import model_class_for
 
     try:
-        _auto_class(spec, config)
+        model_class_for(spec, config)
     except ModelLoadError as exc:
         raise CheckpointError(str(exc)) from exc
