@@ -3,9 +3,9 @@
 # the image's own tritonserver with live loading (poll mode) on the repository.
 set -euo pipefail
 REPO="${MODEL_REPOSITORY:-/opt/ds-triton/model_repository}"
-if ds-triton render --help >/dev/null 2>&1; then
-  ds-triton render --repository "$REPO" --gpus auto
-fi
+# Models whose model.json says "device": "gpu", "gpus": "all" get one instance
+# group per GPU this container sees; CPU models are left as they are.
+ds-triton render "$REPO"
 exec tritonserver \
   --model-repository="$REPO" \
   --model-control-mode=poll --repository-poll-secs="${POLL_SECONDS:-5}" \
