@@ -339,3 +339,15 @@ def test_stop_strings_count_only_after_min_tokens() -> None:
     params = SamplingParams(max_tokens=10, stop=("b",), min_tokens=2)
     sink = feed(params, [2, 1, 2, 3])  # "b" (too early), "a", "b" -> stop
     assert sink.text == "ba" and sink.outputs[-1].finish_reason is FinishReason.STOP
+
+
+def test_prompts_prefilled_together_match_hf_generate(loaded: LoadedModel) -> None:
+    engine = make_engine(loaded)
+    sinks = [RecordingSink() for _ in PROMPTS]
+    for prompt, sink in zip(PROMPTS, sinks, strict=True):
+        engine.submit(greedy(prompt, 15), sink)
+    run_until_idle(engine)
+    assert isinstance(engine.metrics, CountingMetrics)
+    assert engine.metrics.forward_passes["prefill"] == 1  # one left-padded pass for all four
+    for prompt, sink in zip(PROMPTS, sinks, strict=True):
+        assert sink.text == hf_greedy(loaded, prompt, 15)[0], prompt
