@@ -84,6 +84,7 @@ def run_bench(options: BenchOptions) -> Path:
                                 log, quick=options.quick, progress=options.progress).run()
     compare(results)
     results.meta["elapsed_s"] = round(log.elapsed_s, 1)
+    results.meta["load_average_end"] = _load_average()
     write_raw(results, out_dir)
     summary = summary_markdown(results)
     (out_dir / "summary.md").write_text(summary)
@@ -152,4 +153,10 @@ def _meta(options: BenchOptions) -> dict[str, object]:
         "command": options.command,
         "quick": options.quick,
         "started_unix": time.time(),
+        # Other processes on the machine skew every number: a busy start is worth knowing.
+        "load_average_start": _load_average(),
     }
+
+
+def _load_average() -> str:
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())

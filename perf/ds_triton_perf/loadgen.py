@@ -43,6 +43,8 @@ class LoadSpec:
         warmup_s: Load sent before the window and not recorded.
         max_in_flight: Cap on concurrent requests in open loop (bounded memory).
         request_timeout_s: A request slower than this counts as a ``Timeout`` error.
+        drain_timeout_s: Open loop: how long to wait for stragglers after the last send;
+            still-running requests then count as ``Unfinished`` (bounds an overloaded run).
         seed: Seed for Poisson arrivals and the sample reservoir.
     """
 
@@ -54,6 +56,7 @@ class LoadSpec:
     warmup_s: float = 1.0
     max_in_flight: int = 256
     request_timeout_s: float = 30.0
+    drain_timeout_s: float = 10.0
     seed: int = 0
 
     def validate(self) -> None:
@@ -198,7 +201,8 @@ async def _open_loop(request: RequestFn, spec: LoadSpec, recorder: Recorder, sta
         tasks.add(task)
         task.add_done_callback(tasks.discard)
     if tasks:
-        _, pending = await asyncio.wait(set(tasks), timeout=spec.request_timeout_s)
+        _, pending = await asyncio.wait(set(tasks), timeout=min(spec.request_timeout_s,
+                                                                spec.drain_timeout_s))
         for task in pending:
             task.cancel()
         recorder.record_unfinished(len(pending))

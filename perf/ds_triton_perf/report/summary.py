@@ -22,7 +22,9 @@ def summary_markdown(results: BenchResults) -> str:
         f"# Benchmark summary ({meta.get('date', '')})",
         f"Machine: {meta.get('machine', '')}. Command: `{meta.get('command', '')}`"
         f"{' (quick mode: short runs, fewer points)' if meta.get('quick') else ''}. "
-        f"Server: {meta.get('server', '')}. Total time {meta.get('elapsed_s', 0):.0f} s.",
+        f"Server: {meta.get('server', '')}. Total time {meta.get('elapsed_s', 0):.0f} s. "
+        f"Load average (1/5/15 min) at start {meta.get('load_average_start', '?')}, "
+        f"at end {meta.get('load_average_end', '?')}: above ~0.5 other work shared the CPU.",
         "Ratios are **this project ÷ the other system** (above 1.0: this project is ahead).",
     ]
     if results.comparisons:
