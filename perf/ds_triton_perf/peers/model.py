@@ -15,10 +15,12 @@ def load_encoder(model_dir: Path, threads: int | None = None, version: str = "1"
 
     Args:
         model_dir: e.g. ``model_repository/text_embedding``.
-        threads: Intra-op threads; default all available cores, as one Triton CPU instance gets.
+        threads: Intra-op threads; default what one Triton CPU instance of this spec gets
+            (``deployment.threads_per_instance``, else every available core).
         version: Version folder holding ``model.json``.
     """
     version_dir = model_dir / version
     spec = ModelSpec.load(version_dir)
-    placement = Placement(device="cpu", threads=threads or available_cores())
+    threads = threads or spec.deployment.threads_per_instance or available_cores()
+    placement = Placement(device="cpu", threads=threads)
     return TextEncoder(load_model(spec, version_dir, placement), spec.embedding_options)
