@@ -15,12 +15,13 @@ def load_encoder(model_dir: Path, threads: int | None = None, version: str = "1"
 
     Args:
         model_dir: e.g. ``model_repository/text_embedding``.
-        threads: Intra-op threads; default what one Triton CPU instance of this spec gets
-            (``deployment.threads_per_instance``, else every available core).
+        threads: Intra-op threads; default every available core. A peer is one process,
+            so it gets the whole machine, as the served model's instances do together
+            (its spec may split the cores across instances, e.g. 2 x 1 thread).
         version: Version folder holding ``model.json``.
     """
     version_dir = model_dir / version
     spec = ModelSpec.load(version_dir)
-    threads = threads or spec.deployment.threads_per_instance or available_cores()
+    threads = threads or available_cores()
     placement = Placement(device="cpu", threads=threads)
     return TextEncoder(load_model(spec, version_dir, placement), spec.embedding_options)
