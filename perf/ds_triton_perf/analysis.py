@@ -10,9 +10,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from ds_triton_perf.peers.ceiling import LENGTH_GROUPS, NAIVE
 from ds_triton_perf.results import BenchResults, LoadRun
 
 PROJECT = "triton"
+CEILING = "in-process ceiling"
+NAIVE_LOOP = "in-process naive loop"
 
 
 def best_closed(results: BenchResults, model: str, system: str, texts: str) -> LoadRun | None:
@@ -22,8 +25,9 @@ def best_closed(results: BenchResults, model: str, system: str, texts: str) -> L
     return max(runs, key=lambda r: r.result.items_per_s) if runs else None
 
 
-def ceiling_best(results: BenchResults, model: str, texts: str) -> tuple[float, int] | None:
-    points = [p for m, p in results.ceiling if m == model and p.texts == texts]
+def ceiling_best(results: BenchResults, model: str, texts: str,
+                 padding: str = LENGTH_GROUPS) -> tuple[float, int] | None:
+    points = [p for m, p in results.ceiling if m == model and p.texts == texts and p.padding == padding]
     if not points:
         return None
     best = max(points, key=lambda p: p.items_per_s)
@@ -51,18 +55,20 @@ def _compare_mix(results: BenchResults, model: str, texts: str) -> None:
     if ours:
         rows.append(_row(model, texts, "this project (Triton)", ours_ips, ours.result.spec.concurrency,
                          ours))
-    ceiling = ceiling_best(results, model, texts)
-    if ceiling:
-        rows.append({"model": model, "texts": texts, "system": "in-process ceiling",
-                     "best_items_per_s": round(ceiling[0], 2), "at": f"batch {ceiling[1]}",
-                     "p99_ms_at_best": None, "project_ratio": _ratio(ours_ips, ceiling[0])})
+    for padding, title in ((LENGTH_GROUPS, CEILING), (NAIVE, NAIVE_LOOP)):
+        ceiling = ceiling_best(results, model, texts, padding)
+        if ceiling:
+            rows.append({"model": model, "texts": texts, "system": title,
+                         "best_items_per_s": round(ceiling[0], 2), "at": f"batch {ceiling[1]}",
+                         "p99_ms_at_best": None, "project_ratio": _ratio(ours_ips, ceiling[0])})
     for system, title in (("pytriton", "PyTriton (@batch)"), ("rest", "naive REST (FastAPI)")):
         run = best_closed(results, model, system, texts)
         if run:
             rows.append(_row(model, texts, title, run.result.items_per_s, run.result.spec.concurrency,
                              run, ours_ips))
     results.comparisons.extend(rows)
-    bars = {"in-process ceiling": 0.95 if texts == "uniform" else 1.0,
+    in_process_bar = 0.95 if texts == "uniform" else 1.0
+    bars = {CEILING: in_process_bar, NAIVE_LOOP: in_process_bar,
             "PyTriton (@batch)": 1.0, "naive REST (FastAPI)": 3.0}
     for row in rows:
         if row["system"] in bars:

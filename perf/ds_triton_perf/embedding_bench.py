@@ -56,20 +56,21 @@ class EmbeddingBench:
         ceiling = self.scenarios.ceiling
         if ceiling is None:
             return
-        from ds_triton_perf.peers.ceiling import measure_ceiling
+        from ds_triton_perf.peers.ceiling import LENGTH_GROUPS, NAIVE, measure_ceiling
         from ds_triton_perf.peers.model import load_encoder
 
-        self.log.step(f"{self.scenarios.model}: in-process ceiling (loading the model)")
-        encoder = load_encoder(self.model_dir)
         sizes = ceiling.quick_batch_sizes if self.quick else ceiling.batch_sizes
         duration = ceiling.quick_duration_s if self.quick else ceiling.duration_s
-        for mix in ceiling.texts:
-            texts = self._texts(mix)
-            for size in sizes:
-                self.log.step(f"{self.scenarios.model}: ceiling {mix} batch {size}")
-                point = measure_ceiling(encoder, texts, mix, size, duration)
-                self.results.ceiling.append((self.scenarios.model, point))
-                self.log.detail(f"{point.items_per_s:.1f} texts/s, {point.batch_latency_ms:.1f} ms/batch")
+        for padding, bucketing in ((LENGTH_GROUPS, None), (NAIVE, False)):
+            self.log.step(f"{self.scenarios.model}: in-process ceiling, {padding} (loading the model)")
+            encoder = load_encoder(self.model_dir, length_bucketing=bucketing)
+            for mix in ceiling.texts:
+                texts = self._texts(mix)
+                for size in sizes:
+                    self.log.step(f"{self.scenarios.model}: ceiling {mix} batch {size}, {padding}")
+                    point = measure_ceiling(encoder, texts, mix, size, duration, padding=padding)
+                    self.results.ceiling.append((self.scenarios.model, point))
+                    self.log.detail(f"{point.items_per_s:.1f} texts/s, {point.batch_latency_ms:.1f} ms/batch")
         del encoder
         gc.collect()
 

@@ -2,7 +2,9 @@
 
 This is the throughput a server could reach if serving cost nothing: the same
 ``TextEncoder.encode`` the Triton model calls, fed back-to-back batches from
-the same text mix. The best batch size's texts/s is the ceiling.
+the same text mix. The best batch size's texts/s is the ceiling. The same loop
+with length grouping off (every batch padded to its longest text, one forward)
+is the naive in-process loop a user would write, measured beside it.
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ from typing import Any
 
 from ds_triton.embedding.encoder import TextEncoder
 
+LENGTH_GROUPS = "length groups"
+NAIVE = "naive (pad to longest)"
+
 
 @dataclass(frozen=True)
 class CeilingPoint:
@@ -23,6 +28,7 @@ class CeilingPoint:
     batch_size: int
     batches: int
     seconds: float
+    padding: str = LENGTH_GROUPS
 
     @property
     def items_per_s(self) -> float:
@@ -33,13 +39,14 @@ class CeilingPoint:
         return self.seconds / self.batches * 1000.0 if self.batches else 0.0
 
     def to_row(self) -> dict[str, Any]:
-        return {"texts": self.texts, "batch_size": self.batch_size, "batches": self.batches,
+        return {"texts": self.texts, "padding": self.padding, "batch_size": self.batch_size,
+                "batches": self.batches,
                 "seconds": round(self.seconds, 3), "items_per_s": round(self.items_per_s, 3),
                 "batch_latency_ms": round(self.batch_latency_ms, 3)}
 
 
 def measure_ceiling(encoder: TextEncoder, texts: Sequence[str], mix_name: str, batch_size: int,
-                    duration_s: float, warmup_batches: int = 1) -> CeilingPoint:
+                    duration_s: float, warmup_batches: int = 1, padding: str = LENGTH_GROUPS) -> CeilingPoint:
     """Encode consecutive ``batch_size`` slices of ``texts`` for ``duration_s`` seconds."""
     position = 0
 
@@ -57,4 +64,4 @@ def measure_ceiling(encoder: TextEncoder, texts: Sequence[str], mix_name: str, b
     while count == 0 or time.perf_counter() - start < duration_s:
         encoder.encode(next_batch())
         count += 1
-    return CeilingPoint(mix_name, batch_size, count, time.perf_counter() - start)
+    return CeilingPoint(mix_name, batch_size, count, time.perf_counter() - start, padding)

@@ -62,9 +62,10 @@ def summary_markdown(results: BenchResults) -> str:
                   ("inter_token_latency", "p50"), ("inter_token_latency", "p99"),
                   ("request_latency", "p99")))] for g in results.genai_perf])]
     if results.ceiling:
-        parts += ["## In-process ceiling (no server)", table(
-            ["model", "texts", "batch", "texts/s", "ms per batch"],
-            [[m, p.texts, p.batch_size, p.items_per_s, p.batch_latency_ms] for m, p in results.ceiling])]
+        parts += ["## In-process ceiling and naive loop (no server)", table(
+            ["model", "texts", "padding", "batch", "texts/s", "ms per batch"],
+            [[m, p.texts, p.padding, p.batch_size, p.items_per_s, p.batch_latency_ms]
+             for m, p in results.ceiling])]
     if results.static_batches:
         parts += ["## In-process static batches (generation baseline, no server)", table(
             ["model", "batch", "requests", "useful tokens", "generated tokens", "s", "useful tokens/s"],
