@@ -12,7 +12,13 @@ from typing import Any
 
 from ds_triton_client.balancer import Balancer, EndpointState
 from ds_triton_client.endpoints import Endpoint, parse_endpoints
-from ds_triton_client.errors import ClientError, DeadlineExceededError, InvalidInputError, map_error
+from ds_triton_client.errors import (
+    ClientError,
+    DeadlineExceededError,
+    InvalidInputError,
+    StreamInterruptedError,
+    map_error,
+)
 from ds_triton_client.model_info import ModelInfo
 from ds_triton_client.options import ClientOptions, Protocol
 from ds_triton_client.retry import Deadline, RetryPolicy
@@ -71,12 +77,29 @@ class BaseClient:
         return Deadline(seconds)
 
     def _settle_failure(
-        self, state: EndpointState, exc: BaseException, attempt: int, stream_started: bool = False
-    ) -> tuple[ClientError, bool]:
-        """Record a failed attempt; return the typed error and whether to try again."""
+        self,
+        state: EndpointState,
+        exc: Exception,
+        attempt: int,
+        tried: list[Endpoint],
+        deadline: Deadline,
+        stream_started: bool = False,
+    ) -> tuple[ClientError, float]:
+        """Record a failed attempt; raise unless the retry policy allows another.
+
+        Returns the typed error and the backoff to sleep before the next attempt,
+        with the endpoint added to ``tried`` so the next attempt goes elsewhere.
+        """
         error = map_error(exc, state.endpoint.url)
         self._balancer.release(state, failure=str(error) if error.counts_against_endpoint else None)
-        return error, self._retry.should_retry(error, attempt, stream_started)
+        if stream_started:
+            raise StreamInterruptedError(
+                f"stream broke after it started: {error.message}", error.endpoint, error.status
+            ) from exc
+        if not self._retry.should_retry(error, attempt, stream_started):
+            raise error from exc
+        tried.append(state.endpoint)
+        return error, min(self._retry.delay(attempt), deadline.remaining())
 
     def _settle_success(self, state: EndpointState, model: str | None = None) -> None:
         self._balancer.release(state)

@@ -23,7 +23,7 @@ from ds_triton_client.codec import (
 )
 from ds_triton_client.concurrency import gather_bounded
 from ds_triton_client.endpoints import Endpoint
-from ds_triton_client.errors import ClientError, DeadlineExceededError, StreamInterruptedError
+from ds_triton_client.errors import ClientError, DeadlineExceededError
 from ds_triton_client.health import AsyncHealthChecker, probe_async
 from ds_triton_client.model_info import ModelInfo
 from ds_triton_client.options import ClientOptions, Protocol
@@ -101,12 +101,8 @@ class AsyncClient(BaseClient):
                 self._balancer.release(state)
                 raise
             except Exception as exc:
-                error, again = self._settle_failure(state, exc, attempt)
-                if not again:
-                    raise error from exc
-                tried.append(state.endpoint)
-                last = error
-                await asyncio.sleep(min(self._retry.delay(attempt), deadline.remaining()))
+                last, backoff = self._settle_failure(state, exc, attempt, tried, deadline)
+                await asyncio.sleep(backoff)
                 continue
             self._settle_success(state, model)
             return result
@@ -184,16 +180,8 @@ class AsyncClient(BaseClient):
                 self._balancer.release(state)
                 raise
             except Exception as exc:
-                error, again = self._settle_failure(state, exc, attempt, started)
-                if started:
-                    raise StreamInterruptedError(
-                        f"stream broke after it started: {error.message}", error.endpoint, error.status
-                    ) from exc
-                if not again:
-                    raise error from exc
-                tried.append(state.endpoint)
-                last = error
-                await asyncio.sleep(min(self._retry.delay(attempt), deadline.remaining()))
+                last, backoff = self._settle_failure(state, exc, attempt, tried, deadline, started)
+                await asyncio.sleep(backoff)
                 continue
             finally:
                 await responses.aclose()

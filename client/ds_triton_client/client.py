@@ -25,7 +25,7 @@ from ds_triton_client.codec import (
 )
 from ds_triton_client.concurrency import map_bounded
 from ds_triton_client.endpoints import Endpoint
-from ds_triton_client.errors import ClientError, DeadlineExceededError, StreamInterruptedError
+from ds_triton_client.errors import ClientError, DeadlineExceededError
 from ds_triton_client.health import SyncHealthChecker, probe_sync
 from ds_triton_client.model_info import ModelInfo
 from ds_triton_client.options import ClientOptions, Protocol
@@ -83,12 +83,8 @@ class Client(BaseClient):
                 with self._slot(deadline):
                     result = operation(self._transports[state.endpoint], deadline.remaining())
             except Exception as exc:
-                error, again = self._settle_failure(state, exc, attempt)
-                if not again:
-                    raise error from exc
-                tried.append(state.endpoint)
-                last = error
-                time.sleep(min(self._retry.delay(attempt), deadline.remaining()))
+                last, backoff = self._settle_failure(state, exc, attempt, tried, deadline)
+                time.sleep(backoff)
                 continue
             self._settle_success(state, model)
             return result
@@ -215,16 +211,8 @@ class Client(BaseClient):
                 self._balancer.release(state)  # the consumer stopped: not the endpoint's fault
                 raise
             except Exception as exc:
-                error, again = self._settle_failure(state, exc, attempt, started)
-                if started:
-                    raise StreamInterruptedError(
-                        f"stream broke after it started: {error.message}", error.endpoint, error.status
-                    ) from exc
-                if not again:
-                    raise error from exc
-                tried.append(state.endpoint)
-                last = error
-                time.sleep(min(self._retry.delay(attempt), deadline.remaining()))
+                last, backoff = self._settle_failure(state, exc, attempt, tried, deadline, started)
+                time.sleep(backoff)
                 continue
             self._settle_success(state, model)
             return
