@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
-import re
-import subprocess
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -15,7 +13,8 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
-from ds_triton.runtime.tritonserver import TritonServer, server_env
+from ds_triton.runtime.tritonserver import TritonServer
+from tests.server.perf_tool import perf_analyzer_throughput
 
 pytestmark = pytest.mark.server
 
@@ -102,16 +101,7 @@ def test_concurrent_requests_share_forward_passes(triton_server: TritonServer) -
 
 def test_perf_analyzer_reports_throughput(triton_server: TritonServer, tmp_path: Path) -> None:
     data = {"data": [{"text": [s]} for s in SENTENCES]}
-    data_file = tmp_path / "input.json"
-    data_file.write_text(json.dumps(data))
-    command = [
-        "perf_analyzer", "-m", MODEL, "-u", triton_server.http_url, "-i", "http",
-        "--input-data", str(data_file), "--concurrency-range", "4",
-        "--measurement-interval", "1500", "--stability-percentage", "999", "--max-trials", "5",
-    ]  # fmt: skip
-    result = subprocess.run(
-        command, env=server_env(), capture_output=True, text=True, timeout=180, check=False
+    throughput = perf_analyzer_throughput(
+        MODEL, triton_server.http_url, data, tmp_path, "-i", "http", "--concurrency-range", "4"
     )
-    assert result.returncode == 0, result.stdout + result.stderr
-    match = re.search(r"Throughput: ([\d.]+) infer/sec", result.stdout)
-    assert match and float(match.group(1)) > 0, result.stdout
+    assert throughput > 0

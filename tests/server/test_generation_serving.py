@@ -12,7 +12,6 @@ import asyncio
 import json
 import queue
 import re
-import subprocess
 import time
 import urllib.request
 from collections.abc import Sequence
@@ -25,7 +24,8 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as grpcclient_aio
 
-from ds_triton.runtime.tritonserver import TritonServer, server_env
+from ds_triton.runtime.tritonserver import TritonServer
+from tests.server.perf_tool import perf_analyzer_throughput
 
 pytestmark = pytest.mark.server
 
@@ -409,19 +409,11 @@ def test_perf_analyzer_streams_with_a_vllm_style_input_file(
             for p in PROMPTS
         ]
     }  # fmt: skip
-    data_file = tmp_path / "inputs.json"
-    data_file.write_text(json.dumps(data))
-    command = [
-        "perf_analyzer", "-m", MODEL, "-u", triton_server.grpc_url, "-i", "grpc", "--streaming",
-        "--input-data", str(data_file), "--shape", "text_input:1", "--concurrency-range", "4",
-        "--measurement-interval", "2000", "--stability-percentage", "999", "--max-trials", "3",
-    ]  # fmt: skip
-    result = subprocess.run(
-        command, env=server_env(), capture_output=True, text=True, timeout=240, check=False
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    match = re.search(r"Throughput: ([\d.]+) infer/sec", result.stdout)
-    assert match and float(match.group(1)) > 0, result.stdout
+    throughput = perf_analyzer_throughput(
+        MODEL, triton_server.grpc_url, data, tmp_path,
+        "-i", "grpc", "--streaming", "--shape", "text_input:1", "--concurrency-range", "4",
+    )  # fmt: skip
+    assert throughput > 0
 
 
 def test_custom_metrics_are_on_the_metrics_endpoint(triton_server: TritonServer) -> None:
