@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ds_triton.wordpiece import save_wordpiece_tokenizer
+from wordpiece import save_wordpiece_tokenizer  # scripts/, beside this file
 
 ROOT = Path(__file__).resolve().parents[1]
 GENERATION_CHECKPOINT = ROOT / "model_repository" / "text_generation" / "1" / "checkpoint"

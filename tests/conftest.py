@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ds_triton.runtime.tritonserver import (
+from ds_triton.server_process.tritonserver import (
     ModelControl,
     Ports,
     ServerOptions,

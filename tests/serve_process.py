@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ds_triton.runtime.tritonserver import Ports
+from ds_triton.server_process.tritonserver import Ports
 
 ROOT = Path(__file__).resolve().parents[1]
 BANNER_END = "Ctrl-C stops the server"

@@ -20,10 +20,10 @@ import numpy as np
 
 from ds_triton_client._base import DEFAULT_EMBED_MODEL, DEFAULT_GENERATE_MODEL
 from ds_triton_client.aclient import AsyncClient
-from ds_triton_client.batch import JournalMismatchError, run_batch
-from ds_triton_client.batch.journal import partial_dir
 from ds_triton_client.client import Client
 from ds_triton_client.errors import ClientError
+from ds_triton_client.jobs import JournalMismatchError, run_batch
+from ds_triton_client.jobs.journal import partial_dir
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 

@@ -2,7 +2,7 @@
 
 Uses a server that is already running (``--http-url``/``--grpc-url``, or
 ``make serve``'s default ports) or starts one itself over the model
-repository with ``ds_triton.runtime.tritonserver.running_server``.
+repository with ``ds_triton.server_process.tritonserver.running_server``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ds_triton.runtime.tritonserver import Ports, ServerOptions, running_server
+from ds_triton.server_process.tritonserver import Ports, ServerOptions, running_server
 from ds_triton_perf.analysis import compare
 from ds_triton_perf.embedding_bench import EmbeddingBench
 from ds_triton_perf.generation_bench import GenerationBench

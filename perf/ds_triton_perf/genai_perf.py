@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ds_triton.runtime.tritonserver import server_env
+from ds_triton.server_process.tritonserver import server_env
 
 METRICS = ("time_to_first_token", "inter_token_latency", "request_latency")
 

@@ -1,7 +1,7 @@
 """Run Triton's perf_analyzer for one sweep point and read its CSV.
 
 perf_analyzer links libcudart, so it always runs with
-``ds_triton.runtime.tritonserver.server_env()``. Each sweep value is its own
+``ds_triton.server_process.tritonserver.server_env()``. Each sweep value is its own
 invocation, so a failing point is reported alone and the others still count.
 """
 
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ds_triton.runtime.tritonserver import server_env
+from ds_triton.server_process.tritonserver import server_env
 
 PaMode = Literal["concurrency", "request_rate"]
 

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ds_triton.runtime.tritonserver import Ports
+from ds_triton.server_process.tritonserver import Ports
 from ds_triton_perf.peers.processes import peer_process
 from ds_triton_perf.peers.pytriton_server import MODEL_NAME as PYTRITON_MODEL
 from ds_triton_perf.targets import Endpoint

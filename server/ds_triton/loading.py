@@ -44,7 +44,22 @@ def torch_dtype(name: str) -> Any:
 
 
 def use_kernel_injection(spec: ModelSpec, placement: Placement) -> bool:
-    """DeepSpeed's fused kernels need CUDA; ``auto`` turns them on only there."""
+    """Whether this instance wraps the model with DeepSpeed's injected kernels.
+
+    The fused kernels need CUDA, so ``auto`` turns them on only there. Generation
+    never uses them: in-flight batching adds and removes rows of the Hugging Face
+    KV cache between steps, and the injected attention keeps its own KV-cache
+    workspace that ignores that cache, so ``on`` is refused instead of producing
+    wrong tokens.
+    """
+    if spec.task == "generation":
+        if spec.kernel_inject == "on":
+            raise ModelLoadError(
+                f"model {spec.name!r}: kernel_inject 'on' is not supported for task 'generation': "
+                "DeepSpeed's injected kernels keep their own KV cache, which in-flight batching "
+                "cannot share; use 'auto' or 'off'"
+            )
+        return False
     if spec.kernel_inject == "on" and not placement.is_cuda:
         raise ModelLoadError(
             f"model {spec.name!r}: kernel_inject 'on' needs a CUDA GPU, but this instance "

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from ds_triton.runtime.tritonserver import Ports, ServerOptions, TritonServer
+from ds_triton.server_process.tritonserver import Ports, ServerOptions, TritonServer
 
 ROOT = Path(__file__).resolve().parents[2]
 EMBED_MODEL = "text_embedding"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ds_triton.runtime.tritonserver import TritonServer
+from ds_triton.server_process.tritonserver import TritonServer
 from ds_triton_perf.cli import main
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]

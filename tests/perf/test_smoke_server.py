@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ds_triton.runtime.tritonserver import TritonServer
+from ds_triton.server_process.tritonserver import TritonServer
 from ds_triton_perf.loadgen import LoadResult, LoadSpec, run_load
 from ds_triton_perf.perf_analyzer import PaRun, run_perf_analyzer
 from ds_triton_perf.targets import Endpoint, open_embedding_target

@@ -7,10 +7,10 @@ from pathlib import Path
 
 from google.protobuf import json_format
 
+from ds_triton.backend.context import InstanceContext
 from ds_triton.devices import instance_count
 from ds_triton.repository.render import render_config
 from ds_triton.spec import ModelSpec
-from ds_triton.triton.context import InstanceContext
 
 
 def instance_args(

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ds_triton.wordpiece import save_wordpiece_tokenizer
+from scripts.wordpiece import save_wordpiece_tokenizer
 
 SEED = 4
 VOCAB_SIZE = 30522  # the MiniLM WordPiece vocabulary

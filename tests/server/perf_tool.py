@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from ds_triton.runtime.tritonserver import server_env
+from ds_triton.server_process.tritonserver import server_env
 
 # Short windows, and stability that never blocks a result: these runs prove the
 # tool works against the server, they are not measurements.

@@ -14,7 +14,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from ds_triton.runtime.tritonserver import TritonServer
+from ds_triton.server_process.tritonserver import TritonServer
 
 pytestmark = pytest.mark.server
 

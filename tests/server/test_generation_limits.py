@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import tritonclient.grpc as grpcclient
 
-from ds_triton.runtime.tritonserver import TritonServer
+from ds_triton.server_process.tritonserver import TritonServer
 from tests.conftest import MODEL_REPOSITORY, StartServer
 from tests.server.test_generation_serving import (
     MODEL,

@@ -24,7 +24,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as grpcclient_aio
 
-from ds_triton.runtime.tritonserver import TritonServer
+from ds_triton.server_process.tritonserver import TritonServer
 from tests.server.perf_tool import perf_analyzer_throughput
 
 pytestmark = pytest.mark.server

@@ -1,6 +1,6 @@
 """A minimal stand-in for ``triton_python_backend_utils`` for unit tests of the adapter.
 
-Only what ``ds_triton.triton`` uses; server-level tests use the real backend.
+Only what ``ds_triton.backend`` uses; server-level tests use the real backend.
 """
 
 from __future__ import annotations

@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 
+from ds_triton.backend import embedding as adapter
 from ds_triton.embedding.encoder import EncodeResult
 from ds_triton.spec import EmbeddingSpec
-from ds_triton.triton import embedding as adapter
 from tests.unit import fake_pb_utils as pb
 
 

@@ -13,7 +13,7 @@ import urllib.request
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from ds_triton.runtime.tritonserver import server_env
+from ds_triton.server_process.tritonserver import server_env
 
 
 class PeerStartError(RuntimeError):

@@ -11,7 +11,7 @@ from types import FrameType
 
 from ds_triton.repository.machine import detect_gpu_ids
 from ds_triton.repository.writer import resolve_gpus_for_serving
-from ds_triton.runtime.tritonserver import Ports, ServerOptions, TritonServer
+from ds_triton.server_process.tritonserver import Ports, ServerOptions, TritonServer
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -1,4 +1,4 @@
 """Text generation: request parsing, sampling, in-flight batched decoding with a KV cache.
 
-Free of Triton: ``ds_triton.triton.generation`` adapts it to the Python backend.
+Free of Triton: ``ds_triton.backend.generation`` adapts it to the Python backend.
 """

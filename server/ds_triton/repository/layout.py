@@ -20,7 +20,7 @@ SHIM_FILENAME = "model.py"
 # code lives in the ds_triton package.
 SHIM_SOURCE = '''"""Triton entry point; the shared ds_triton package serves this folder's model.json."""
 
-from ds_triton.triton.entrypoint import TritonPythonModel
+from ds_triton.backend.entrypoint import TritonPythonModel
 
 __all__ = ["TritonPythonModel"]
 '''

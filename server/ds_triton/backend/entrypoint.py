@@ -10,7 +10,7 @@ import gc
 import logging
 from typing import Any, Protocol
 
-from ds_triton.triton.context import InstanceContext
+from ds_triton.backend.context import InstanceContext
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 LOG = logging.getLogger(__name__)
@@ -25,10 +25,10 @@ class TaskHandler(Protocol):
 def _handler_for(context: InstanceContext) -> TaskHandler:
     # Imported lazily so an embedding instance never imports generation code.
     if context.spec.task == "embedding":
-        from ds_triton.triton.embedding import EmbeddingHandler
+        from ds_triton.backend.embedding import EmbeddingHandler
 
         return EmbeddingHandler(context)
-    from ds_triton.triton.generation import GenerationHandler
+    from ds_triton.backend.generation import GenerationHandler
 
     return GenerationHandler(context)
 

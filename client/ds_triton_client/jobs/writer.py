@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from ds_triton_client.batch.journal import Journal, fsync_write
-from ds_triton_client.batch.reader import InputRow
+from ds_triton_client.jobs.journal import Journal, fsync_write
+from ds_triton_client.jobs.reader import InputRow
 
 EMBED_SUFFIXES = (".npy", ".parquet")
 GENERATE_SUFFIXES = (".jsonl",)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from ds_triton_client import Client
-from ds_triton_client.batch.journal import partial_dir
+from ds_triton_client.jobs.journal import partial_dir
 from tests.client.conftest import EMBED_MODEL, Replica
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]

@@ -17,9 +17,11 @@ from typing import Any
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from ds_triton.backend.context import InstanceContext
+from ds_triton.backend.errors import error_response
+from ds_triton.backend.generation_metrics import TritonGenerationMetrics
 from ds_triton.errors import ModelServingError
 from ds_triton.generation.engine import GenerationEngine
-from ds_triton.generation.kernels import generation_load_spec
 from ds_triton.generation.model_runner import ModelRunner
 from ds_triton.generation.outbox import Outbox, PolledFlag
 from ds_triton.generation.request import (
@@ -31,9 +33,6 @@ from ds_triton.generation.request import (
 )
 from ds_triton.generation.sequence import FinishReason, GenerationOutput
 from ds_triton.loading import load_model
-from ds_triton.triton.context import InstanceContext
-from ds_triton.triton.errors import error_response
-from ds_triton.triton.generation_metrics import TritonGenerationMetrics
 
 LOG = logging.getLogger(__name__)
 
@@ -52,8 +51,7 @@ class GenerationHandler:
 
     def __init__(self, context: InstanceContext) -> None:
         options = context.spec.generation_options
-        spec = generation_load_spec(context.spec)
-        loaded = load_model(spec, context.version_dir, context.placement)
+        loaded = load_model(context.spec, context.version_dir, context.placement)
         tokenizer = loaded.tokenizer
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         runner = ModelRunner(loaded.engine, loaded.module, loaded.device, pad_id)

@@ -8,13 +8,13 @@ from typing import Any
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from ds_triton.backend.context import InstanceContext
+from ds_triton.backend.errors import error_response
 from ds_triton.embedding.batch import EmbeddingOutput, run_batch
 from ds_triton.embedding.encoder import TextEncoder
 from ds_triton.embedding.request import EmbeddingRequest
 from ds_triton.errors import InferenceError, InvalidInputError, ModelServingError
 from ds_triton.loading import load_model
-from ds_triton.triton.context import InstanceContext
-from ds_triton.triton.errors import error_response
 
 LOG = logging.getLogger(__name__)
 

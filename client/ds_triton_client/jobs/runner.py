@@ -18,9 +18,11 @@ from typing import Any, Literal, Protocol
 import numpy as np
 from tqdm import tqdm
 
-from ds_triton_client.batch.journal import Journal, partial_dir
-from ds_triton_client.batch.reader import InputRow, read_rows
-from ds_triton_client.batch.writer import (
+from ds_triton_client.codec import GenerationResult
+from ds_triton_client.errors import ClientError, InvalidInputError
+from ds_triton_client.jobs.journal import Journal, partial_dir
+from ds_triton_client.jobs.reader import InputRow, read_rows
+from ds_triton_client.jobs.writer import (
     EMBED_SUFFIXES,
     GENERATE_SUFFIXES,
     embeddings_matrix,
@@ -29,8 +31,6 @@ from ds_triton_client.batch.writer import (
     write_errors,
     write_generations,
 )
-from ds_triton_client.codec import GenerationResult
-from ds_triton_client.errors import ClientError, InvalidInputError
 from ds_triton_client.model_info import ModelInfo
 
 Task = Literal["embed", "generate"]

@@ -11,10 +11,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from ds_triton_client.batch import Journal, JournalMismatchError, read_rows, run_batch
-from ds_triton_client.batch.journal import partial_dir
 from ds_triton_client.codec import GenerationResult
 from ds_triton_client.errors import InvalidInputError, ServerConnectionError
+from ds_triton_client.jobs import Journal, JournalMismatchError, read_rows, run_batch
+from ds_triton_client.jobs.journal import partial_dir
 from ds_triton_client.model_info import ModelInfo
 
 DIM = 4
