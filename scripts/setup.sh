@@ -13,7 +13,9 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${VENV:-$ROOT/.venv}"
 BASE_PYTHON="${BASE_PYTHON:-/usr/bin/python3.11}"
 STAMP="$VENV/.setup-stamp"
-APT_PACKAGES=(libb64-0d libpython3.11 python3.11-venv)
+# Serving needs the first three; the rest are real peers the tests run: nginx (balancer),
+# prometheus/promtool (monitoring), nats-server (queue workers), chromium (report check).
+APT_PACKAGES=(libb64-0d libpython3.11 python3.11-venv nginx prometheus nats-server chromium)
 
 log() { printf '[setup] %s\n' "$*"; }
 
@@ -29,8 +31,16 @@ install_apt_packages() {
   done
   if ((${#missing[@]})); then
     log "apt: installing ${missing[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    # Packages install only; the tests start these servers themselves on free ports,
+    # so keep Debian's maintainer scripts from starting system services (exit 101).
+    local policy=/usr/sbin/policy-rc.d created_policy=0
+    if [[ ! -e $policy ]]; then
+      printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && created_policy=1
+    fi
+    apt-get -o DPkg::Lock::Timeout=600 update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq \
+      --no-install-recommends "${missing[@]}" >/dev/null
+    if ((created_policy)); then rm -f "$policy"; fi
   fi
 }
 
