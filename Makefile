@@ -18,7 +18,7 @@ serve: setup
 
 lint: setup
 	@$(VENV)/bin/ruff check server client perf tests scripts
-	@$(VENV)/bin/mypy server/ds_triton client/ds_triton_client perf/ds_triton_perf
+	@$(VENV)/bin/mypy server/ds_triton client/ds_triton_client client/ds_triton_interface perf/ds_triton_perf
 
 test: setup lint
 	@$(PY) -m pytest -ra $(PYTEST_ARGS)

@@ -1,10 +1,10 @@
 """Model interfaces as data: build request tensors/fields, read responses (no I/O).
 
-``text_embedding``: input ``text`` BYTES [n, 1] → ``embedding`` FP32 [n, dim].
-``text_generation`` (the Triton vLLM-backend interface, decoupled): ``text_input``,
-``stream``, ``sampling_parameters`` (JSON), ``exclude_input_in_output``,
-``return_num_input_tokens``/``return_num_output_tokens`` → ``text_output`` plus
-token counts, one response per piece when streaming.
+The names, types and sampling keys come from ``ds_triton_interface`` (the server's
+own declaration). ``text_embedding``: input ``text`` BYTES [n, 1] → ``embedding``
+FP32 [n, dim]. ``text_generation`` (the Triton vLLM-backend interface, decoupled):
+``text_input``, ``stream``, ``sampling_parameters`` (JSON) and request flags →
+``text_output`` plus token counts, one response per piece when streaming.
 """
 
 from __future__ import annotations
@@ -17,20 +17,26 @@ from typing import Any
 import numpy as np
 
 from ds_triton_client.errors import InvalidInputError
+from ds_triton_interface import (
+    EMBED_EMBEDDING,
+    EMBED_TEXT,
+    EXCLUDE_INPUT_IN_OUTPUT,
+    FINISH_REASON,
+    GENERATION,
+    NUM_INPUT_TOKENS,
+    NUM_OUTPUT_TOKENS,
+    SAMPLING_KEYS,
+    SAMPLING_PARAMETERS,
+    STREAM,
+    TEXT_INPUT,
+    TEXT_OUTPUT,
+    embedding_interface,
+    request_flag,
+)
 
-EMBED_INPUT = "text"
-EMBED_OUTPUT = "embedding"
-
-#: Sampling keys the generation model accepts and the Python types each may have.
-SAMPLING_KEYS: dict[str, tuple[type, ...]] = {
-    "max_tokens": (int,),
-    "temperature": (int, float),
-    "top_p": (int, float),
-    "top_k": (int,),
-    "seed": (int,),
-    "stop": (str, list),
-    "ignore_eos": (bool,),
-}
+EMBED_INPUT = EMBED_TEXT
+EMBED_OUTPUT = EMBED_EMBEDDING
+_EMBED_DATATYPE = embedding_interface(1).input(EMBED_TEXT).datatype
 
 
 @dataclass(frozen=True)
@@ -52,7 +58,7 @@ def embedding_inputs(texts: Sequence[str]) -> list[Tensor]:
         if not isinstance(text, str):
             raise InvalidInputError(f"texts[{i}] must be str, got {type(text).__name__}")
     data = np.array([t.encode("utf-8") for t in texts], dtype=np.object_).reshape(-1, 1)
-    return [Tensor(EMBED_INPUT, data, "BYTES")]
+    return [Tensor(EMBED_INPUT, data, _EMBED_DATATYPE)]
 
 
 def embedding_output(outputs: Mapping[str, np.ndarray], expected_rows: int) -> np.ndarray:
@@ -73,23 +79,24 @@ def chunk_bounds(total: int, size: int) -> list[tuple[int, int]]:
 
 
 def sampling_json(sampling: Mapping[str, Any]) -> str:
-    """Validate sampling keyword arguments and encode them as the model's JSON string.
+    """Check sampling keyword arguments against the model's declared keys; encode them as JSON.
+
+    ``None`` values are left out (the server's default applies).
 
     Raises:
-        InvalidInputError: Unknown key or wrong type (the message names the key).
+        InvalidInputError: Unknown key, wrong type or out of range (the message names the key).
     """
     clean: dict[str, Any] = {}
-    for key, value in sampling.items():
+    for name, value in sampling.items():
         if value is None:
             continue
-        allowed = SAMPLING_KEYS.get(key)
-        if allowed is None:
-            raise InvalidInputError(f"unknown sampling parameter {key!r}; allowed: {sorted(SAMPLING_KEYS)}")
-        # bool is an int subclass; only ignore_eos may be a bool.
-        if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
-            names = "/".join(t.__name__ for t in allowed)
-            raise InvalidInputError(f"sampling parameter {key!r} must be {names}, got {value!r}")
-        clean[key] = value
+        key = SAMPLING_KEYS.get(name)
+        if key is None:
+            raise InvalidInputError(f"unknown sampling parameter {name!r}; allowed: {sorted(SAMPLING_KEYS)}")
+        problem = key.problem(value)
+        if problem:
+            raise InvalidInputError(f"sampling parameter {name!r} {problem}, got {value!r}")
+        clean[name] = list(value) if isinstance(value, tuple) else value
     return json.dumps(clean, sort_keys=True)
 
 
@@ -98,26 +105,27 @@ def generation_fields(prompt: str, stream: bool, sampling: Mapping[str, Any]) ->
     if not isinstance(prompt, str) or not prompt:
         raise InvalidInputError("prompt must be a non-empty str")
     return {
-        "text_input": prompt,
-        "stream": stream,
-        "sampling_parameters": sampling_json(sampling),
-        "exclude_input_in_output": True,
-        "return_finish_reason": True,
-        "return_num_input_tokens": True,
-        "return_num_output_tokens": True,
+        TEXT_INPUT: prompt,
+        STREAM: stream,
+        SAMPLING_PARAMETERS: sampling_json(sampling),
+        EXCLUDE_INPUT_IN_OUTPUT: True,
+        request_flag(FINISH_REASON): True,
+        request_flag(NUM_INPUT_TOKENS): True,
+        request_flag(NUM_OUTPUT_TOKENS): True,
     }
 
 
 def fields_to_tensors(fields: Mapping[str, str | bool], batched: bool) -> list[Tensor]:
-    """Tensors for generation fields: shape [1, 1] when the model batches, else [1]."""
+    """Tensors for generation fields, typed as the interface declares: [1, 1] when batched, else [1]."""
     shape = (1, 1) if batched else (1,)
     tensors = []
     for name, value in fields.items():
-        if isinstance(value, bool):
-            tensors.append(Tensor(name, np.array([value], dtype=np.bool_).reshape(shape), "BOOL"))
+        datatype = GENERATION.input(name).datatype
+        if datatype == "BOOL":
+            data: np.ndarray = np.array([bool(value)], dtype=np.bool_).reshape(shape)
         else:
-            data = np.array([value.encode("utf-8")], dtype=np.object_).reshape(shape)
-            tensors.append(Tensor(name, data, "BYTES"))
+            data = np.array([str(value).encode("utf-8")], dtype=np.object_).reshape(shape)
+        tensors.append(Tensor(name, data, datatype))
     return tensors
 
 
@@ -174,10 +182,10 @@ def _scalar(value: Any) -> Any:
 
 def generation_piece(outputs: Mapping[str, Any]) -> GenerationPiece:
     """Read one generation response (tensors from gRPC, JSON from HTTP) into a piece."""
-    text = _scalar(outputs.get("text_output", "")) or ""
-    n_in = _scalar(outputs.get("num_input_tokens"))
-    n_out = _scalar(outputs.get("num_output_tokens"))
-    reason = _scalar(outputs.get("finish_reason"))
+    text = _scalar(outputs.get(TEXT_OUTPUT, "")) or ""
+    n_in = _scalar(outputs.get(NUM_INPUT_TOKENS))
+    n_out = _scalar(outputs.get(NUM_OUTPUT_TOKENS))
+    reason = _scalar(outputs.get(FINISH_REASON))
     return GenerationPiece(
         str(text),
         int(n_in) if n_in is not None else None,

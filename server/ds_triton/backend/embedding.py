@@ -15,12 +15,11 @@ from ds_triton.embedding.encoder import TextEncoder
 from ds_triton.embedding.request import EmbeddingRequest
 from ds_triton.errors import InferenceError, InvalidInputError, ModelServingError
 from ds_triton.loading import load_model
+from ds_triton_interface import EMBED_EMBEDDING as OUTPUT_EMBEDDING
+from ds_triton_interface import EMBED_TEXT as INPUT_TEXT
+from ds_triton_interface import EMBED_TRUNCATED as OUTPUT_TRUNCATED
 
 LOG = logging.getLogger(__name__)
-
-INPUT_TEXT = "text"
-OUTPUT_EMBEDDING = "embedding"
-OUTPUT_TRUNCATED = "truncated"
 
 
 class EmbeddingHandler:

@@ -24,22 +24,20 @@ from ds_triton.errors import ModelServingError
 from ds_triton.generation.engine import GenerationEngine
 from ds_triton.generation.model_runner import ModelRunner
 from ds_triton.generation.outbox import Outbox, PolledFlag
-from ds_triton.generation.request import (
-    FLAG_INPUTS,
-    SAMPLING_PARAMETERS,
-    TEXT_INPUT,
-    GenerationRequest,
-    RawGenerationInputs,
-)
+from ds_triton.generation.request import FLAG_INPUTS, GenerationRequest, RawGenerationInputs
 from ds_triton.generation.sequence import FinishReason, GenerationOutput
 from ds_triton.loading import load_model
+from ds_triton_interface import (
+    FINISH_REASON,
+    NUM_INPUT_TOKENS,
+    NUM_OUTPUT_TOKENS,
+    SAMPLING_PARAMETERS,
+    TEXT_INPUT,
+    TEXT_OUTPUT,
+)
 
 LOG = logging.getLogger(__name__)
 
-TEXT_OUTPUT = "text_output"
-NUM_INPUT_TOKENS = "num_input_tokens"
-NUM_OUTPUT_TOKENS = "num_output_tokens"
-FINISH_REASON = "finish_reason"
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 
 # How stale a sequence's cancellation flag may be (see PolledFlag).

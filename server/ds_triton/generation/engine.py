@@ -27,11 +27,12 @@ import torch
 from ds_triton.errors import CapacityError, InvalidInputError
 from ds_triton.generation.metrics import CountingMetrics, GenerationMetrics
 from ds_triton.generation.model_runner import ModelRunner
-from ds_triton.generation.request import TEXT_INPUT, GenerationRequest
+from ds_triton.generation.request import GenerationRequest
 from ds_triton.generation.running_batch import RunningBatch
 from ds_triton.generation.sampling import sample_next_tokens
 from ds_triton.generation.sequence import FinishReason, OutputSink, Sequence
 from ds_triton.spec import GenerationSpec
+from ds_triton_interface import TEXT_INPUT
 
 LOG = logging.getLogger(__name__)
 

@@ -11,14 +11,13 @@ back to a default.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ds_triton.errors import InvalidInputError
-
-FIELD = "sampling_parameters"
+from ds_triton_interface import SAMPLING_KEYS as KEYS
+from ds_triton_interface import SAMPLING_PARAMETERS as FIELD
 
 
 @dataclass(frozen=True)
@@ -50,26 +49,21 @@ class SamplingParams:
         return self.temperature == 0.0
 
     def validate(self, max_tokens_limit: int) -> None:
-        """Raise ``InvalidInputError`` naming the first out-of-range field."""
-        if not 1 <= self.max_tokens <= max_tokens_limit:
+        """Raise ``InvalidInputError`` naming the first field out of its declared range.
+
+        Types and ranges come from the shared interface declaration; the limits that
+        depend on the deployment or on another field are checked here.
+        """
+        for key in KEYS.values():
+            value = getattr(self, key.name)
+            problem = None if value is None else key.problem(value)
+            if problem:
+                raise InvalidInputError(f"{FIELD}.{key.name} {problem}, got {value!r}")
+        if self.max_tokens > max_tokens_limit:
             raise InvalidInputError(
                 f"{FIELD}.max_tokens must be between 1 and {max_tokens_limit}, got {self.max_tokens}"
             )
-        if not math.isfinite(self.temperature) or self.temperature < 0:
-            raise InvalidInputError(
-                f"{FIELD}.temperature must be a finite number >= 0, got {self.temperature}"
-            )
-        if not (0.0 < self.top_p <= 1.0):
-            raise InvalidInputError(f"{FIELD}.top_p must be in (0, 1], got {self.top_p}")
-        if self.top_k < -1:
-            raise InvalidInputError(
-                f"{FIELD}.top_k must be -1 or 0 (disabled) or a positive count, got {self.top_k}"
-            )
-        if self.seed is not None and not 0 <= self.seed < 2**63:
-            raise InvalidInputError(f"{FIELD}.seed must be between 0 and 2**63-1, got {self.seed}")
-        if any(not s for s in self.stop):
-            raise InvalidInputError(f"{FIELD}.stop must not contain empty strings")
-        if not 0 <= self.min_tokens <= self.max_tokens:
+        if self.min_tokens > self.max_tokens:
             raise InvalidInputError(
                 f"{FIELD}.min_tokens must be between 0 and max_tokens ({self.max_tokens}), "
                 f"got {self.min_tokens}"
@@ -123,17 +117,17 @@ def _to_stop(name: str, value: Any) -> tuple[str, ...]:
     raise InvalidInputError(f"{FIELD}.{name} must be a string or a list of strings, got {value!r}")
 
 
-_CONVERTERS: dict[str, Callable[[str, Any], Any]] = {
-    "max_tokens": _to_int,
-    "temperature": _to_float,
-    "top_p": _to_float,
-    "top_k": _to_int,
-    "seed": _to_int,
-    "stop": _to_stop,
-    "ignore_eos": lambda name, value: to_bool(f"{FIELD}.{name}", value),
-    "min_tokens": _to_int,
+#: How each kind of key is coerced from what vLLM-backend clients send (often strings).
+_KIND_CONVERTERS: dict[str, Callable[[str, Any], Any]] = {
+    "int": _to_int,
+    "float": _to_float,
+    "bool": lambda name, value: to_bool(f"{FIELD}.{name}", value),
+    "strings": _to_stop,
 }
-SAMPLING_KEYS: tuple[str, ...] = tuple(_CONVERTERS)
+_CONVERTERS: dict[str, Callable[[str, Any], Any]] = {
+    name: _KIND_CONVERTERS[key.kind] for name, key in KEYS.items()
+}
+SAMPLING_KEYS: tuple[str, ...] = tuple(KEYS)
 
 
 def decode_json_object(raw: bytes | str, field: str = FIELD) -> dict[str, Any]:

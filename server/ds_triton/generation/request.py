@@ -13,28 +13,30 @@ from typing import Any
 
 from ds_triton.errors import InvalidInputError
 from ds_triton.generation.params import (
-    SAMPLING_KEYS,
     SamplingParams,
     decode_json_object,
     sampling_params_from_dict,
     to_bool,
 )
 from ds_triton.spec import GenerationSpec
-
-TEXT_INPUT = "text_input"
-STREAM = "stream"
-SAMPLING_PARAMETERS = "sampling_parameters"
-EXCLUDE_INPUT = "exclude_input_in_output"
-RETURN_NUM_INPUT_TOKENS = "return_num_input_tokens"
-RETURN_NUM_OUTPUT_TOKENS = "return_num_output_tokens"
-RETURN_FINISH_REASON = "return_finish_reason"
-FLAG_INPUTS: tuple[str, ...] = (
+from ds_triton_interface import EXCLUDE_INPUT_IN_OUTPUT as EXCLUDE_INPUT
+from ds_triton_interface import (
+    FINISH_REASON,
+    GENERATION,
+    NUM_INPUT_TOKENS,
+    NUM_OUTPUT_TOKENS,
+    SAMPLING_KEYS,
+    SAMPLING_PARAMETERS,
     STREAM,
-    EXCLUDE_INPUT,
-    RETURN_NUM_INPUT_TOKENS,
-    RETURN_NUM_OUTPUT_TOKENS,
-    RETURN_FINISH_REASON,
+    TEXT_INPUT,
+    request_flag,
 )
+
+RETURN_NUM_INPUT_TOKENS = request_flag(NUM_INPUT_TOKENS)
+RETURN_NUM_OUTPUT_TOKENS = request_flag(NUM_OUTPUT_TOKENS)
+RETURN_FINISH_REASON = request_flag(FINISH_REASON)
+#: The optional BOOL inputs (also accepted as request parameters).
+FLAG_INPUTS: tuple[str, ...] = GENERATION.flag_inputs
 REQUEST_PARAMETERS = "parameters"
 
 

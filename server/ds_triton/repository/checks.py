@@ -23,12 +23,12 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from ds_triton.errors import SpecError
 from ds_triton.repository.checkpoint import CheckpointInfo, inspect_checkpoint
-from ds_triton.repository.interface import TensorSpec, task_interface
 from ds_triton.repository.layout import CONFIG_FILENAME, SHIM_SOURCE, ModelFolder, model_folders
 from ds_triton.repository.machine import Machine
 from ds_triton.repository.render import BACKEND, interface_of, render_config
 from ds_triton.repository.schema import ConfigSchemaError, read_config
 from ds_triton.spec import SPEC_FILENAME, BatchingSpec, ModelSpec
+from ds_triton_interface import EMBED_EMBEDDING, TensorSpec, task_interface
 
 ProblemKind = Literal[
     "layout", "schema", "spec", "name", "checkpoint", "interface", "decoupled", "gpu", "cores",
@@ -221,7 +221,7 @@ def _embedding_dimension(config: mc.ModelConfig, checkpoint: CheckpointInfo | No
     if checkpoint is not None:
         return checkpoint.hidden_size
     for tensor in config.output:
-        if tensor.name == "embedding" and len(tensor.dims) == 1 and tensor.dims[0] > 0:
+        if tensor.name == EMBED_EMBEDDING and len(tensor.dims) == 1 and tensor.dims[0] > 0:
             return int(tensor.dims[0])
     return None
 

@@ -15,8 +15,8 @@ from typing import Any
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from ds_triton.repository.interface import TaskInterface, TensorSpec, task_interface
 from ds_triton.spec import BatchingSpec, DeploymentSpec, ModelSpec
+from ds_triton_interface import TaskInterface, TensorSpec, task_interface
 
 BACKEND = "python"
 

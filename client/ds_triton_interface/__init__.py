@@ -1,0 +1,53 @@
+"""One declaration of what each served task looks like from the outside.
+
+Tensor names, data types, dims and optional flags (``tensors``) and the generation
+model's sampling keys with their types and ranges (``sampling``). The server, its
+config checker and the client all read them from here. Standard library only, so
+the client installs without torch or DeepSpeed and the Triton stub imports it cheaply.
+"""
+
+from ds_triton_interface.sampling import SAMPLING_KEYS, Range, SamplingKey
+from ds_triton_interface.tensors import (
+    EMBED_EMBEDDING,
+    EMBED_TEXT,
+    EMBED_TRUNCATED,
+    EXCLUDE_INPUT_IN_OUTPUT,
+    FINISH_REASON,
+    GENERATION,
+    NUM_INPUT_TOKENS,
+    NUM_OUTPUT_TOKENS,
+    SAMPLING_PARAMETERS,
+    STREAM,
+    TEXT_INPUT,
+    TEXT_OUTPUT,
+    TaskInterface,
+    TensorSpec,
+    embedding_interface,
+    generation_interface,
+    request_flag,
+    task_interface,
+)
+
+__all__ = [
+    "EMBED_EMBEDDING",
+    "EMBED_TEXT",
+    "EMBED_TRUNCATED",
+    "EXCLUDE_INPUT_IN_OUTPUT",
+    "FINISH_REASON",
+    "GENERATION",
+    "NUM_INPUT_TOKENS",
+    "NUM_OUTPUT_TOKENS",
+    "SAMPLING_KEYS",
+    "SAMPLING_PARAMETERS",
+    "STREAM",
+    "TEXT_INPUT",
+    "TEXT_OUTPUT",
+    "Range",
+    "SamplingKey",
+    "TaskInterface",
+    "TensorSpec",
+    "embedding_interface",
+    "generation_interface",
+    "request_flag",
+    "task_interface",
+]
