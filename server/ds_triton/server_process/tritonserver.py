@@ -69,12 +69,34 @@ def pytriton_home() -> Path:
     return Path(next(iter(found.submodule_search_locations))) / "tritonserver"
 
 
+# Set in the container image to its own server (NGC: /opt/tritonserver/bin/tritonserver),
+# which replaces the tritonserver 2.51 that nvidia-pytriton ships.
+INSTALLED_SERVER_ENV = "DS_TRITON_TRITONSERVER"
+
+
+def installed_tritonserver() -> Path | None:
+    """The tritonserver named by ``$DS_TRITON_TRITONSERVER``, if set."""
+    value = os.environ.get(INSTALLED_SERVER_ENV, "")
+    if not value:
+        return None
+    binary = Path(value)
+    if not binary.is_file():
+        raise ServerStartError(f"{INSTALLED_SERVER_ENV}={value}: no such file")
+    return binary
+
+
 def tritonserver_binary() -> Path:
-    return pytriton_home() / "bin" / "tritonserver"
+    return installed_tritonserver() or pytriton_home() / "bin" / "tritonserver"
 
 
 def prepare_backend_dir(run_dir: Path) -> Path:
-    """A backend folder whose ``python/`` links the backend and this Python's stub."""
+    """A backend folder whose ``python/`` links the backend and this Python's stub.
+
+    An installed server (``$DS_TRITON_TRITONSERVER``) brings its own: ``<home>/backends``.
+    """
+    installed = installed_tritonserver()
+    if installed is not None:
+        return installed.parent.parent / "backends"
     home = pytriton_home()
     python_dir = run_dir / "backends" / "python"
     python_dir.mkdir(parents=True, exist_ok=True)
@@ -153,6 +175,9 @@ class ServerOptions:
             "--exit-on-error=false",
             "--strict-readiness=false",
             f"--log-verbose={self.log_verbose}",
+            # Request and queue-time quantiles on /metrics (Triton 2.51 has no
+            # latency histograms); the Grafana dashboard and alert rules use them.
+            "--metrics-config=summary_latencies=true",
         ]
         if self.model_control == "poll":
             args.append(f"--repository-poll-secs={self.poll_seconds}")
