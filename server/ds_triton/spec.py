@@ -157,6 +157,7 @@ class ModelSpec:
     deployment: DeploymentSpec = field(default_factory=DeploymentSpec)
     embedding: EmbeddingSpec | None = None
     generation: GenerationSpec | None = None
+    profile: bool = False  # write the step timeline (see ds_triton.profiling)
 
     def validate(self) -> None:
         """Raise ``SpecError`` naming the first inconsistent key."""
@@ -170,6 +171,8 @@ class ModelSpec:
             raise SpecError(f"kernel_inject must be one of {KERNEL_INJECT}, got {self.kernel_inject!r}")
         if not self.checkpoint:
             raise SpecError("checkpoint must name a local folder")
+        if not isinstance(self.profile, bool):
+            raise SpecError(f"profile must be true or false, got {self.profile!r}")
         self.batching.validate()
         self.deployment.validate()
         if self.task == "embedding":
