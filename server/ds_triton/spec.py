@@ -112,11 +112,17 @@ class EmbeddingSpec:
 class GenerationSpec:
     """Options of generation (decoupled, in-flight batched) models.
 
-    ``max_concurrent_sequences`` rows decode together; up to ``max_queued_requests``
-    more wait for a free row, and requests beyond both are refused at once with
-    UNAVAILABLE. Prompts longer than ``max_prompt_tokens`` and ``max_tokens`` above
-    ``max_tokens_limit`` are refused with INVALID_ARG, so no request can exhaust
-    memory. ``default_max_tokens`` applies when a request names none (vLLM's 16).
+    The KV cache is preallocated as ``max_concurrent_sequences`` rows of
+    ``max_prompt_tokens + max_tokens_limit`` positions (capped at the model's
+    context). A request runs once a row is free and its prompt plus its
+    ``max_tokens`` fit in what is left of ``max_batch_total_tokens`` (the KV
+    tokens all running sequences may hold); up to ``max_queued_requests`` more
+    wait, and requests beyond that are refused at once with UNAVAILABLE. Each
+    step prefills at most ``max_prefill_tokens`` prompt tokens, so a long prompt
+    is prefilled in chunks between decode steps. Prompts longer than
+    ``max_prompt_tokens`` and ``max_tokens`` above ``max_tokens_limit`` are
+    refused with INVALID_ARG. ``default_max_tokens`` applies when a request
+    names none (vLLM's 16).
     """
 
     max_concurrent_sequences: int = 16
@@ -124,9 +130,17 @@ class GenerationSpec:
     max_prompt_tokens: int = 512
     max_tokens_limit: int = 512
     default_max_tokens: int = 16
+    max_batch_total_tokens: int = 16384
+    max_prefill_tokens: int = 128
 
     def validate(self) -> None:
-        for name in ("max_concurrent_sequences", "max_prompt_tokens", "max_tokens_limit"):
+        for name in (
+            "max_concurrent_sequences",
+            "max_prompt_tokens",
+            "max_tokens_limit",
+            "max_batch_total_tokens",
+            "max_prefill_tokens",
+        ):
             if getattr(self, name) < 1:
                 raise SpecError(f"generation.{name} must be >= 1, got {getattr(self, name)}")
         if self.max_queued_requests < 0:
@@ -137,6 +151,13 @@ class GenerationSpec:
             raise SpecError(
                 "generation.default_max_tokens must be between 1 and max_tokens_limit "
                 f"({self.max_tokens_limit}), got {self.default_max_tokens}"
+            )
+        longest = self.max_prompt_tokens + self.max_tokens_limit
+        if self.max_batch_total_tokens < longest:
+            raise SpecError(
+                f"generation.max_batch_total_tokens ({self.max_batch_total_tokens}) must be at least "
+                f"max_prompt_tokens + max_tokens_limit ({longest}), or the longest request "
+                "could never run"
             )
 
 

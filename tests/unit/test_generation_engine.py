@@ -6,102 +6,36 @@ not a matter of timing.
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
+import json
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
-from ds_triton.devices import Placement
 from ds_triton.errors import CapacityError, InvalidInputError
-from ds_triton.generation.engine import GenerationEngine
 from ds_triton.generation.metrics import CountingMetrics
-from ds_triton.generation.model_runner import ModelRunner
 from ds_triton.generation.params import SamplingParams
 from ds_triton.generation.request import GenerationRequest
-from ds_triton.generation.sequence import FinishReason, GenerationOutput
-from ds_triton.loading import LoadedModel, load_model
-from ds_triton.spec import GenerationSpec, ModelSpec
+from ds_triton.generation.sequence import FinishReason
+from ds_triton.loading import LoadedModel
+from ds_triton.profiling import StepTimeline
+from tests.unit.generation_support import (
+    RecordingSink,
+    greedy,
+    hf_greedy,
+    make_engine,
+    run_until_idle,
+    wait_for,
+)
 
-VERSION_DIR = Path(__file__).resolve().parents[2] / "model_repository/text_generation/1"
 PROMPTS = [
     "Hello",
     "The quick brown fox jumps over the lazy dog and keeps running",
     "a b",
     "Ünïcödé text, emoji and 中文 are fine too",
 ]
-
-
-@pytest.fixture(scope="module")
-def loaded() -> LoadedModel:
-    spec = ModelSpec.load(VERSION_DIR)
-    if not spec.resolve_checkpoint(VERSION_DIR).is_dir():
-        pytest.skip("run `make setup` to create the tiny checkpoint")
-    return load_model(spec, VERSION_DIR, Placement("cpu", 1))
-
-
-@dataclass
-class RecordingSink:
-    cancelled: bool = False
-    outputs: list[GenerationOutput] = field(default_factory=list)
-    errors: list[BaseException] = field(default_factory=list)
-
-    def is_cancelled(self) -> bool:
-        return self.cancelled
-
-    def send(self, output: GenerationOutput) -> None:
-        self.outputs.append(output)
-
-    def fail(self, error: BaseException) -> None:
-        self.errors.append(error)
-
-    @property
-    def text(self) -> str:
-        return "".join(o.text for o in self.outputs)
-
-    @property
-    def finished(self) -> bool:
-        return bool(self.outputs and self.outputs[-1].final) or bool(self.errors)
-
-
-def make_engine(loaded: LoadedModel, **options: int) -> GenerationEngine:
-    tokenizer = loaded.tokenizer
-    runner = ModelRunner(loaded.engine, loaded.module, "cpu", tokenizer.pad_token_id)
-    return GenerationEngine(
-        runner,
-        tokenizer,
-        GenerationSpec(**options),
-        max_positions=loaded.config.max_position_embeddings,
-        eos_token_id=tokenizer.eos_token_id,
-        metrics=CountingMetrics(),
-    )
-
-
-def greedy(prompt: str, max_tokens: int, stream: bool = True, **extra: Any) -> GenerationRequest:
-    params = SamplingParams(max_tokens=max_tokens, temperature=0.0, **extra)
-    return GenerationRequest(prompt, params, stream=stream, exclude_input_in_output=stream)
-
-
-def run_until_idle(engine: GenerationEngine, limit: int = 2000) -> None:
-    for _ in range(limit):
-        if engine.in_flight == 0:
-            return
-        engine.step()
-    raise AssertionError("engine did not finish within the step limit")
-
-
-def hf_greedy(loaded: LoadedModel, prompt: str, max_tokens: int) -> tuple[str, int]:
-    """HF ``generate``'s continuation of ``prompt``: its text as it continues the prompt's
-    text (a first WordPiece "##" token glues onto the prompt's last word), and its length."""
-    tokenizer = loaded.tokenizer
-    inputs = tokenizer(prompt, return_tensors="pt")
-    with torch.inference_mode():
-        out = loaded.module.generate(**inputs, max_new_tokens=max_tokens, do_sample=False)
-    full = tokenizer.decode(out[0].tolist(), skip_special_tokens=True)
-    prompt_text = tokenizer.decode(inputs["input_ids"][0].tolist(), skip_special_tokens=True)
-    return full[len(prompt_text) :], out.shape[1] - inputs["input_ids"].shape[1]
 
 
 def test_greedy_alone_matches_hf_generate(loaded: LoadedModel) -> None:
@@ -189,7 +123,8 @@ def test_stop_string_ends_the_stream_without_it(loaded: LoadedModel) -> None:
 def test_eos_ends_a_sequence_unless_ignored(loaded: LoadedModel) -> None:
     engine = make_engine(loaded)
     eos = loaded.tokenizer.eos_token_id
-    # Force EOS by making it the only token the sampler may pick.
+    # Every decode step puts EOS far ahead of the other logits (eos_everywhere below), and
+    # top_k=1 makes the sampled sequence take the top token, so its second token is EOS.
     params = SamplingParams(max_tokens=5, temperature=1.0, top_k=1)
     stopped, ignored = RecordingSink(), RecordingSink()
     engine.submit(GenerationRequest("Hi", params, True, True), stopped)
@@ -197,11 +132,10 @@ def test_eos_ends_a_sequence_unless_ignored(loaded: LoadedModel) -> None:
                                                          ignore_eos=True), True, True), ignored)
     original = engine.runner.decode
 
-    def eos_everywhere(*args: Any) -> Any:
-        logits, cache = original(*args)
-        logits = logits.clone()
+    def eos_everywhere(*args: Any, **kwargs: Any) -> Any:
+        logits = original(*args, **kwargs).clone()
         logits[:, eos] = 1e4
-        return logits, cache
+        return logits
 
     engine.runner.decode = eos_everywhere
     run_until_idle(engine)
@@ -239,11 +173,12 @@ def test_a_failing_forward_fails_its_sequences_and_the_engine_recovers(loaded: L
     engine.submit(greedy("Hello", 8), broken)
     original = engine.runner.decode
 
-    def explode(*args: Any) -> Any:
+    def explode(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("simulated device failure")
 
     engine.runner.decode = explode
-    engine.step()
+    engine.step()  # prefill: the first token
+    engine.step()  # the decode forward fails
     assert broken.errors and "simulated" in str(broken.errors[0])
     assert engine.in_flight == 0
     engine.runner.decode = original
@@ -256,59 +191,20 @@ def test_a_failing_forward_fails_its_sequences_and_the_engine_recovers(loaded: L
 def test_thread_lifecycle_and_shutdown_fails_pending_requests(loaded: LoadedModel) -> None:
     engine = make_engine(loaded, max_concurrent_sequences=1)
     engine.start()
-    done = RecordingSink()
+    done, running, queued = RecordingSink(), RecordingSink(), RecordingSink()
     engine.submit(greedy("Hello", 4), done)
-    for _ in range(500):
-        if done.finished:
-            break
-        time.sleep(0.01)
-    assert done.finished
-    engine.stop()
+    wait_for(lambda: done.finished)
+    engine.submit(greedy("Hello", 500, ignore_eos=True), running)
+    engine.submit(greedy("queued behind it", 4), queued)
+    wait_for(lambda: bool(running.outputs))  # decoding, with one request waiting for its row
+    assert engine.stop() is True
+    for sink in (running, queued):
+        assert len(sink.errors) == 1 and isinstance(sink.errors[0], CapacityError)
+        assert "unloaded" in str(sink.errors[0])
+    assert engine.in_flight == 0 and engine.reserved_tokens == 0
+    assert not any(t.name == "generation-engine" for t in threading.enumerate())
     with pytest.raises(CapacityError, match="shutting down"):
         engine.submit(greedy("late", 4), RecordingSink())
-
-
-def test_running_batch_pads_joins_and_trims(loaded: LoadedModel) -> None:
-    from ds_triton.generation.running_batch import RunningBatch
-
-    tokenizer = loaded.tokenizer
-    runner = ModelRunner(loaded.engine, loaded.module, "cpu", tokenizer.pad_token_id)
-    long_ids = tokenizer(PROMPTS[1])["input_ids"]
-    short_ids = tokenizer(PROMPTS[2])["input_ids"]
-    batch = RunningBatch()
-    first = runner.prefill([long_ids])
-    batch.join(first, [0], first.logits.argmax(-1))
-    second = runner.prefill([short_ids])
-    batch.join(second, [0], second.logits.argmax(-1))
-    assert len(batch) == 2 and batch.length == len(long_ids)
-    assert batch.attention_mask[1].sum() == len(short_ids)  # left-padded
-    assert batch.next_positions.tolist() == [len(long_ids), len(short_ids)]
-    batch.keep([1])  # the long sequence leaves: its history columns go with it
-    assert len(batch) == 1 and batch.length == len(short_ids)
-    assert bool(batch.attention_mask.all())
-    batch.keep([])
-    assert len(batch) == 0 and batch.cache is None
-
-
-def test_the_engine_thread_survives_errors_outside_the_forward_pass(loaded: LoadedModel) -> None:
-    class BrokenMetrics(CountingMetrics):
-        def occupancy(self, running: int, waiting: int, capacity: int) -> None:
-            raise RuntimeError("metrics backend gone")
-
-    engine = make_engine(loaded)
-    engine.metrics = BrokenMetrics()
-    engine.start()
-    try:
-        sink = RecordingSink()
-        engine.submit(greedy("Hello", 50), sink)
-        for _ in range(500):
-            if sink.finished:
-                break
-            time.sleep(0.01)
-        assert sink.errors and "metrics backend gone" in str(sink.errors[0])
-        assert engine.in_flight == 0
-    finally:
-        engine.stop()
 
 
 class FakeTokenizer:
@@ -351,3 +247,102 @@ def test_prompts_prefilled_together_match_hf_generate(loaded: LoadedModel) -> No
     assert engine.metrics.forward_passes["prefill"] == 1  # one left-padded pass for all four
     for prompt, sink in zip(PROMPTS, sinks, strict=True):
         assert sink.text == hf_greedy(loaded, prompt, 15)[0], prompt
+
+
+LONG_PROMPT = " ".join(["the quick brown fox jumps over the lazy dog"] * 5)
+
+
+def test_a_long_prompt_is_prefilled_in_chunks_while_running_streams_keep_decoding(
+    loaded: LoadedModel,
+) -> None:
+    metrics = CountingMetrics()
+    engine = make_engine(loaded, metrics=metrics, max_prefill_tokens=8)
+    running = RecordingSink()
+    engine.submit(greedy("Hello", 40), running)
+    engine.step()  # its prompt is prefilled: it decodes from the next step on
+    long = RecordingSink()
+    engine.submit(greedy(LONG_PROMPT, 10), long)
+    prompt_tokens = len(loaded.tokenizer(LONG_PROMPT)["input_ids"])
+    chunks = -(-prompt_tokens // 8)
+    for step in range(chunks):
+        before = len(running.outputs)
+        engine.step()
+        assert len(running.outputs) == before + 1, f"no token for the running stream at step {step}"
+        assert (len(long.outputs) == 1) == (step == chunks - 1)  # first token with the last chunk
+    assert metrics.forward_passes["prefill"] == 1 + chunks
+    run_until_idle(engine)
+    assert long.text == hf_greedy(loaded, LONG_PROMPT, 10)[0]
+    assert running.text == hf_greedy(loaded, "Hello", 40)[0]
+
+
+def test_admission_waits_for_the_token_budget(loaded: LoadedModel) -> None:
+    # Prompt (2 tokens) + max_tokens (30) = 32 tokens reserved per request: two fit in 70,
+    # though three cache rows are free.
+    engine = make_engine(
+        loaded,
+        max_batch_total_tokens=70,
+        max_prompt_tokens=8,
+        max_tokens_limit=32,
+        max_concurrent_sequences=3,
+        max_queued_requests=1,
+    )
+    sinks = [RecordingSink() for _ in range(4)]
+    for sink in sinks:
+        engine.submit(greedy("Hello", 30), sink)
+    with pytest.raises(CapacityError, match="too many concurrent requests"):
+        engine.submit(greedy("Hello", 30), RecordingSink())  # rows + queue are all taken
+    engine.step()
+    assert engine.reserved_tokens == 64 and not sinks[2].outputs
+    while not sinks[0].finished:
+        engine.step()
+    engine.step()  # the freed tokens admit the waiting request
+    assert sinks[2].outputs and engine.reserved_tokens <= 70
+    run_until_idle(engine)
+    assert all(s.outputs[-1].finish_reason is FinishReason.LENGTH for s in sinks)
+    assert engine.reserved_tokens == 0
+
+
+def test_joins_and_leaves_write_into_the_preallocated_cache_in_place(loaded: LoadedModel) -> None:
+    engine = make_engine(loaded, max_concurrent_sequences=4)
+    cache = engine._batch.cache
+    engine.submit(greedy("Hello", 30), RecordingSink())
+    engine.step()
+    layer = cache.slot_layers[0]
+    assert layer.keys is not None
+    buffer, allocated = layer.keys.data_ptr(), cache.allocated_bytes
+    held = engine._batch._host_lengths[0]
+    history = layer.keys[0, :, :held].clone()
+    for prompt in PROMPTS[1:]:  # three joins while the first sequence decodes
+        engine.submit(greedy(prompt, 3), RecordingSink())
+        engine.step()
+        assert layer.keys.data_ptr() == buffer and cache.allocated_bytes == allocated
+        assert torch.equal(layer.keys[0, :, :held], history)  # the running row was not rewritten
+    run_until_idle(engine)
+    assert layer.keys.data_ptr() == buffer
+    # rows x tokens x (K, V) x layers x kv heads x head size x fp32 bytes
+    assert allocated == 4 * engine.row_tokens * 2 * 2 * 2 * 8 * 4
+
+
+def test_the_step_timeline_records_every_step(loaded: LoadedModel, tmp_path: Path) -> None:
+    timeline = StepTimeline(tmp_path / "g.steps.jsonl")
+    engine = make_engine(loaded, timeline=timeline)
+    engine.submit(greedy("Hello", 3), RecordingSink())
+    engine.step()
+    engine.submit(greedy("a b", 2), RecordingSink())
+    run_until_idle(engine)
+    timeline.close()
+    records = [json.loads(line) for line in timeline.path.read_text().splitlines()]
+    assert [r["phase"] for r in records] == ["prefill", "mixed", "decode"]
+    assert [r["rows"] for r in records] == [1, 2, 2]
+    assert records[0]["tokens"] == 2 and all(r["forward_ms"] > 0 for r in records)
+    assert records[1]["gap_ms"] >= 0
+
+
+def test_the_engine_thread_decodes_with_its_own_tokenizer(loaded: LoadedModel) -> None:
+    engine = make_engine(loaded)
+    sink = RecordingSink()
+    engine.submit(greedy("Hello", 3), sink)
+    (sequence,) = engine._waiting
+    assert sequence._detokenizer._tokenizer is not loaded.tokenizer
+    run_until_idle(engine)
+    assert sink.text == hf_greedy(loaded, "Hello", 3)[0]

@@ -1,10 +1,13 @@
-"""Merging outputs for lagging clients and the polled cancellation flag."""
+"""Merging outputs for lagging clients, and cancellation seen through the watcher thread."""
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 
-from ds_triton.generation.outbox import Outbox, PolledFlag, merge_outputs
+from ds_triton.generation.outbox import CancellationWatcher, Outbox, merge_outputs
 from ds_triton.generation.sequence import FinishReason, GenerationOutput
 
 
@@ -39,22 +42,59 @@ def test_an_error_replaces_pending_outputs() -> None:
     assert drained.output is None and isinstance(drained.error, RuntimeError)
 
 
-def test_polled_flag_asks_at_most_once_per_interval_and_latches() -> None:
-    now = [0.0]
-    answers = iter([False, False, True])
-    calls: list[float] = []
+class FakeRequest:
+    def __init__(self) -> None:
+        self.cancelled = False
+        self.calls = 0
 
-    def poll() -> bool:
-        calls.append(now[0])
-        return next(answers)
+    def is_cancelled(self) -> bool:
+        self.calls += 1
+        return self.cancelled
 
-    flag = PolledFlag(poll, interval=0.02, clock=lambda: now[0])
-    assert flag() is False
-    now[0] = 0.01
-    assert flag() is False and len(calls) == 1  # cached
-    now[0] = 0.03
-    assert flag() is False and len(calls) == 2
-    now[0] = 0.06
-    assert flag() is True
-    now[0] = 10.0
-    assert flag() is True and len(calls) == 3  # latched, no more calls
+
+def test_a_cancellation_is_seen_at_the_next_poll_and_then_no_longer_asked() -> None:
+    watcher = CancellationWatcher(interval=0.02)
+    live, cancelled = FakeRequest(), FakeRequest()
+    live_flag, cancelled_flag = watcher.watch(live.is_cancelled), watcher.watch(cancelled.is_cancelled)
+    watcher.poll_once()
+    assert not live_flag.is_set() and not cancelled_flag.is_set()
+    cancelled.cancelled = True
+    watcher.poll_once()  # the very next poll sees it
+    assert cancelled_flag.is_set() and not live_flag.is_set()
+    watcher.poll_once()
+    assert cancelled.calls == 2 and live.calls == 3  # a cancelled request is not asked again
+
+
+def test_an_unwatched_request_is_never_asked_again() -> None:
+    watcher = CancellationWatcher(interval=0.02)
+    request = FakeRequest()
+    flag = watcher.watch(request.is_cancelled)
+    watcher.unwatch(flag)
+    watcher.poll_once()
+    assert request.calls == 0 and not flag.is_set()
+
+
+def test_a_failing_poll_counts_as_cancelled() -> None:
+    def broken() -> bool:
+        raise RuntimeError("stub gone")
+
+    watcher = CancellationWatcher(interval=0.02)
+    flag = watcher.watch(broken)
+    watcher.poll_once()
+    assert flag.is_set()
+
+
+def test_the_watcher_thread_polls_every_interval_and_stops() -> None:
+    watcher = CancellationWatcher(interval=0.01)
+    request = FakeRequest()
+    flag = watcher.watch(request.is_cancelled)
+    watcher.start()
+    try:
+        request.cancelled = True
+        deadline = time.monotonic() + 10  # generous: a loaded machine, not a speed test
+        while not flag.is_set() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert flag.is_set()
+    finally:
+        watcher.stop()
+    assert not any(t.name == "generation-cancellation" for t in threading.enumerate())

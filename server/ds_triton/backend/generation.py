@@ -1,15 +1,26 @@
 """Triton side of the generation task (decoupled): requests in, streamed responses out.
 
 ``execute`` only parses and queues; the engine thread decodes all sequences in
-one running batch, and a response thread sends what it produces, so sending to
-slow clients never stalls decoding (outputs that pile up for one client are
-merged into one response, like vLLM does). Every request gets exactly one response
-with the FINAL flag: its last token, its error, or its cancellation.
+one running batch and never talks to the server process itself. Around it:
+
+- a response thread sends what the engine produces, so sending to slow clients
+  never stalls decoding (outputs that pile up for one client are merged into one
+  response, like vLLM does);
+- a watcher thread polls ``request.is_cancelled()`` and keeps a flag the engine
+  reads;
+- a publisher thread turns the engine's in-process metrics into Triton metrics
+  once a second.
+
+Every request gets exactly one response with the FINAL flag: its last token,
+its error, or its cancellation. Triton counts a decoupled request as done once
+``execute`` returns, so ``finalize`` first lets the engine finish every accepted
+request (bounded by the drain timeout) before it stops anything.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 from typing import Any
@@ -19,14 +30,16 @@ import triton_python_backend_utils as pb_utils
 
 from ds_triton.backend.context import InstanceContext
 from ds_triton.backend.errors import error_response
-from ds_triton.backend.generation_metrics import TritonGenerationMetrics
+from ds_triton.backend.generation_metrics import TritonMetricsPublisher
 from ds_triton.errors import ModelServingError
 from ds_triton.generation.engine import GenerationEngine
+from ds_triton.generation.metrics import MetricsAggregator
 from ds_triton.generation.model_runner import ModelRunner
-from ds_triton.generation.outbox import Outbox, PolledFlag
+from ds_triton.generation.outbox import CancellationWatcher, Outbox
 from ds_triton.generation.request import FLAG_INPUTS, GenerationRequest, RawGenerationInputs
 from ds_triton.generation.sequence import FinishReason, GenerationOutput
 from ds_triton.loading import load_model
+from ds_triton.profiling import open_timeline
 from ds_triton_interface import (
     FINISH_REASON,
     NUM_INPUT_TOKENS,
@@ -40,12 +53,15 @@ LOG = logging.getLogger(__name__)
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 
-# How stale a sequence's cancellation flag may be (see PolledFlag).
+# How often the watcher asks whether each request was cancelled (see CancellationWatcher).
 CANCEL_POLL_SECONDS = 0.02
+# How long ``finalize`` lets accepted requests finish before failing them with UNAVAILABLE.
+DRAIN_TIMEOUT_ENV = "DS_TRITON_DRAIN_TIMEOUT_S"
+DEFAULT_DRAIN_TIMEOUT_S = 30.0
 
 
 class GenerationHandler:
-    """Serves one generation instance: an engine thread and a response thread."""
+    """Serves one generation instance: the engine thread and the threads around it."""
 
     def __init__(self, context: InstanceContext) -> None:
         options = context.spec.generation_options
@@ -53,27 +69,34 @@ class GenerationHandler:
         tokenizer = loaded.tokenizer
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         runner = ModelRunner(loaded.engine, loaded.module, loaded.device, pad_id)
-        self._metrics = TritonGenerationMetrics(
-            {"model": context.model_name, "version": context.version_dir.name}
-        )
+        aggregator = MetricsAggregator()
+        self._timeline = open_timeline(context.model_name, context.instance_name, context.spec.profile)
         self._engine = GenerationEngine(
             runner,
             tokenizer,
             options,
             max_positions=_context_length(loaded.config, tokenizer),
             eos_token_id=tokenizer.eos_token_id,
-            metrics=self._metrics,
+            metrics=aggregator,
+            timeline=self._timeline,
         )
+        self._metrics = TritonMetricsPublisher(
+            {"model": context.model_name, "version": context.version_dir.name}, aggregator
+        )
+        self._watcher = CancellationWatcher(CANCEL_POLL_SECONDS)
         self._responses: queue.Queue[TritonSink | None] = queue.Queue()
         self._response_thread = threading.Thread(
             target=self._send_responses, name="generation-responses"
         )
         self._response_thread.start()
+        self._watcher.start()
+        self._metrics.start()
         self._engine.start()
         LOG.info(
-            "%s: generation with up to %d concurrent sequences (%d queued), context %d tokens",
-            context.instance_name, options.max_concurrent_sequences,
-            options.max_queued_requests, self._engine.max_positions,
+            "%s: generation with %d cache rows of %d tokens, %d-token budget, prefill chunks of "
+            "%d tokens, %d queued",
+            context.instance_name, options.max_concurrent_sequences, self._engine.row_tokens,
+            options.max_batch_total_tokens, options.max_prefill_tokens, options.max_queued_requests,
         )
 
     def execute(self, requests: list[Any]) -> None:
@@ -83,8 +106,12 @@ class GenerationHandler:
             sender = request.get_response_sender()
             try:
                 parsed = GenerationRequest.from_raw(_raw_inputs(request), options)
-                sink = TritonSink(request, sender, self._responses, parsed)
-                self._engine.submit(parsed, sink)
+                sink = TritonSink(request, sender, self._responses, parsed, self._watcher)
+                try:
+                    self._engine.submit(parsed, sink)
+                except BaseException:
+                    sink.close()
+                    raise
             except ModelServingError as exc:
                 sender.send(error_response(exc), flags=FINAL)
             except Exception as exc:  # never leave a request without its FINAL response
@@ -93,11 +120,17 @@ class GenerationHandler:
         return None
 
     def finalize(self) -> None:
-        """Stop the engine (pending requests get UNAVAILABLE), then the response thread."""
+        """Finish accepted requests (up to the drain timeout), then stop every thread."""
+        timeout = drain_timeout()
+        if not self._engine.drain(timeout):
+            LOG.warning("requests still in flight after %.0f s get UNAVAILABLE", timeout)
         self._engine.stop()
-        self._responses.put(None)
+        self._responses.put(None)  # after every response queued before it
         self._response_thread.join()
+        self._watcher.stop()
         self._metrics.close()
+        if self._timeline is not None:
+            self._timeline.close()
 
     def _send_responses(self) -> None:
         while True:
@@ -110,11 +143,23 @@ class GenerationHandler:
                 LOG.exception("could not send a generation response")
 
 
+def drain_timeout() -> float:
+    """Seconds ``finalize`` waits for accepted requests (``$DS_TRITON_DRAIN_TIMEOUT_S``, default 30)."""
+    raw = os.environ.get(DRAIN_TIMEOUT_ENV, "").strip()
+    try:
+        value = float(raw) if raw else DEFAULT_DRAIN_TIMEOUT_S
+    except ValueError:
+        LOG.warning("ignoring %s=%r (not a number of seconds)", DRAIN_TIMEOUT_ENV, raw)
+        return DEFAULT_DRAIN_TIMEOUT_S
+    return max(0.0, value)
+
+
 class TritonSink:
     """Delivers one sequence's outputs as Triton responses through the response thread.
 
-    The engine thread only buffers outputs (``Outbox``); the response thread
-    builds and sends them, merging what piled up for a slow client.
+    The engine thread only buffers outputs (``Outbox``) and reads the
+    cancellation flag the watcher keeps; the response thread builds and sends
+    the responses, merging what piled up for a slow client.
     """
 
     def __init__(
@@ -123,12 +168,17 @@ class TritonSink:
         sender: Any,
         responses: queue.Queue[TritonSink | None],
         parsed: GenerationRequest,
+        watcher: CancellationWatcher,
     ) -> None:
         self._sender = sender
         self._responses = responses
         self._parsed = parsed
         self._outbox = Outbox()
-        self.is_cancelled = PolledFlag(request.is_cancelled, CANCEL_POLL_SECONDS)
+        self._watcher = watcher
+        self._cancel = watcher.watch(request.is_cancelled)
+
+    def is_cancelled(self) -> bool:
+        return self._cancel.is_set()
 
     def send(self, output: GenerationOutput) -> None:
         if self._outbox.put(output):
@@ -138,22 +188,30 @@ class TritonSink:
         if self._outbox.put_error(error):
             self._responses.put(self)
 
+    def close(self) -> None:
+        """Stop watching for cancellation (before the final response; Triton may then free it)."""
+        self._watcher.unwatch(self._cancel)
+
     def flush(self) -> None:
         """Send what is pending as one response (response thread only)."""
         drained = self._outbox.drain()
         if drained.error is not None:
+            self.close()
             self._sender.send(error_response(drained.error), flags=FINAL)
             return
         output = drained.output
         if output is None:
             return
-        flags = FINAL if output.final else 0
+        if not output.final:
+            self._sender.send(pb_utils.InferenceResponse(output_tensors=self._tensors(output)), flags=0)
+            return
+        self.close()
         if output.finish_reason is FinishReason.CANCELLED:
             error = pb_utils.TritonError("request was cancelled", pb_utils.TritonError.CANCELLED)
             response = pb_utils.InferenceResponse(output_tensors=[], error=error)
         else:
             response = pb_utils.InferenceResponse(output_tensors=self._tensors(output))
-        self._sender.send(response, flags=flags)
+        self._sender.send(response, flags=FINAL)
 
     def _tensors(self, output: GenerationOutput) -> list[Any]:
         tensors = [

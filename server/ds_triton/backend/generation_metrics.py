@@ -1,5 +1,11 @@
 """Generation metrics as Triton custom metrics (``pb_utils.MetricFamily``) on ``/metrics``.
 
+The engine adds to an in-process ``MetricsAggregator``; a publisher thread
+takes its deltas every ``PUBLISH_SECONDS`` (and once more on close) and makes
+the calls, each a round trip to the server process. So the values on
+``/metrics`` are at most about a second old, and the decode loop never waits
+for the server.
+
 ``ds_triton_generation_forward_passes_total`` against
 ``ds_triton_generation_tokens_total`` shows that streams share forward passes:
 with N streams decoding together, one decode pass yields N tokens.
@@ -7,22 +13,33 @@ with N streams decoding together, one decode pass yields N tokens.
 
 from __future__ import annotations
 
-import time
+import logging
+import threading
 
 import triton_python_backend_utils as pb_utils
 
+from ds_triton.generation.metrics import PHASES, MetricsAggregator, MetricsDelta
 from ds_triton.generation.sequence import FinishReason
 
-FLUSH_SECONDS = 0.25
+LOG = logging.getLogger(__name__)
+
+PUBLISH_SECONDS = 1.0
 # Time to first token on CPU ranges from milliseconds (tiny model) to seconds.
 TTFT_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]
 BATCH_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256]
+# Gauge name suffix -> (state label, key in MetricsDelta.gauges).
+SEQUENCE_GAUGES = {"running": "running", "waiting": "waiting", "capacity": "capacity"}
+TOKEN_GAUGES = {"reserved": "kv_reserved", "capacity": "kv_capacity"}
 
 
-class TritonGenerationMetrics:
-    """Implements ``GenerationMetrics`` with Triton counters, gauges and histograms."""
+class TritonMetricsPublisher:
+    """Publishes an aggregator's deltas as Triton counters, gauges and histograms."""
 
-    def __init__(self, labels: dict[str, str]) -> None:
+    def __init__(
+        self, labels: dict[str, str], source: MetricsAggregator, interval: float = PUBLISH_SECONDS
+    ) -> None:
+        self._source = source
+        self._interval = interval
         family = pb_utils.MetricFamily
         self._families = {
             "tokens": family(
@@ -32,7 +49,7 @@ class TritonGenerationMetrics:
             ),
             "forward": family(
                 name="ds_triton_generation_forward_passes_total",
-                description="Model forward passes, by phase (prefill of new prompts, decode step)",
+                description="Model forward passes, by phase (prefill of prompt chunks, decode step)",
                 kind=family.COUNTER,
             ),
             "ttft": family(
@@ -47,7 +64,12 @@ class TritonGenerationMetrics:
             ),
             "sequences": family(
                 name="ds_triton_generation_sequences",
-                description="Sequences now decoding (running) or queued (waiting), and the cap",
+                description="Sequences holding KV-cache rows (running), queued (waiting), and the rows",
+                kind=family.GAUGE,
+            ),
+            "kv_tokens": family(
+                name="ds_triton_generation_kv_tokens",
+                description="KV-cache tokens reserved by admitted sequences, and the token budget",
                 kind=family.GAUGE,
             ),
             "finished": family(
@@ -58,68 +80,71 @@ class TritonGenerationMetrics:
         }
         f = self._families
         self._tokens = f["tokens"].Metric(labels=labels)
-        self._forward = {
-            phase: f["forward"].Metric(labels={**labels, "phase": phase})
-            for phase in ("prefill", "decode")
-        }
+        self._forward = {p: f["forward"].Metric(labels={**labels, "phase": p}) for p in PHASES}
         self._ttft = f["ttft"].Metric(labels=labels, buckets=TTFT_BUCKETS)
         self._batch = f["batch"].Metric(labels=labels, buckets=BATCH_BUCKETS)
-        self._sequences = {
-            state: f["sequences"].Metric(labels={**labels, "state": state})
-            for state in ("running", "waiting", "capacity")
+        self._gauges = {
+            key: f["sequences"].Metric(labels={**labels, "state": state})
+            for state, key in SEQUENCE_GAUGES.items()
         }
+        self._gauges.update(
+            {
+                key: f["kv_tokens"].Metric(labels={**labels, "state": state})
+                for state, key in TOKEN_GAUGES.items()
+            }
+        )
         self._finished = {
             reason: f["finished"].Metric(labels={**labels, "reason": reason.value})
             for reason in FinishReason
         }
-        self._last_occupancy: tuple[int, int, int] | None = None
-        # Counters are summed here and published at most every FLUSH_SECONDS
-        # (and when the engine goes idle): one message per flush, not per step.
-        self._pending_tokens = 0
-        self._pending_forward = {"prefill": 0, "decode": 0}
-        self._flushed_at = time.monotonic()
+        self._published_gauges: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="generation-metrics", daemon=True)
 
-    def forward_pass(self, phase: str, rows: int) -> None:
-        self._pending_forward[phase] += 1
-        if phase == "decode":
-            self._batch.observe(rows)
+    def start(self) -> None:
+        self._thread.start()
 
-    def tokens_generated(self, count: int) -> None:
-        self._pending_tokens += count
-        if time.monotonic() - self._flushed_at >= FLUSH_SECONDS:
-            self.flush()
-
-    def flush(self) -> None:
-        self._flushed_at = time.monotonic()
-        if self._pending_tokens:
-            self._tokens.increment(self._pending_tokens)
-            self._pending_tokens = 0
-        for phase, count in self._pending_forward.items():
-            if count:
-                self._forward[phase].increment(count)
-                self._pending_forward[phase] = 0
-
-    def first_token(self, seconds: float) -> None:
-        self._ttft.observe(seconds)
-
-    def occupancy(self, running: int, waiting: int, capacity: int) -> None:
-        # Each metric call is a message to the server process; skip unchanged values.
-        if self._last_occupancy == (running, waiting, capacity):
-            return
-        self._last_occupancy = (running, waiting, capacity)
-        self._sequences["running"].set(running)
-        self._sequences["waiting"].set(waiting)
-        self._sequences["capacity"].set(capacity)
-
-    def sequence_finished(self, reason: FinishReason) -> None:
-        self._finished[reason].increment(1)
-        self.flush()  # so counters are current when a client sees its last response
+    def publish(self) -> None:
+        """Publish what accumulated since the last call."""
+        self._apply(self._source.take())
 
     def close(self) -> None:
-        """Publish what is buffered, then drop metrics before their families (backend rule)."""
-        self.flush()
-        del self._tokens, self._ttft, self._batch
-        self._forward, self._sequences, self._finished = {}, {}, {}
-        self._families.clear()
+        """Stop the thread, publish the rest, then drop metrics before their families (backend rule)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        try:
+            self.publish()
+        finally:
+            del self._tokens, self._ttft, self._batch
+            self._forward, self._gauges, self._finished = {}, {}, {}
+            self._families.clear()
 
+    def _loop(self) -> None:
+        failures = 0
+        while not self._stop.wait(self._interval):
+            try:
+                self.publish()
+            except Exception:  # metrics are best effort; serving goes on
+                failures += 1
+                if failures == 1 or failures % 100 == 0:
+                    LOG.exception("could not publish generation metrics (%d failures)", failures)
 
+    def _apply(self, delta: MetricsDelta) -> None:
+        if delta.tokens:
+            self._tokens.increment(delta.tokens)
+        for phase, count in delta.forward_passes.items():
+            if count and phase in self._forward:
+                self._forward[phase].increment(count)
+        for seconds in delta.first_token_seconds:
+            self._ttft.observe(seconds)
+        for rows, passes in sorted(delta.decode_rows.items()):
+            for _ in range(passes):
+                self._batch.observe(rows)
+        for reason, count in delta.finished.items():
+            self._finished[reason].increment(count)
+        for key, value in delta.gauges.items():
+            # Each call is a message to the server process; unchanged values are skipped.
+            if key in self._gauges and self._published_gauges.get(key) != value:
+                self._gauges[key].set(value)
+                self._published_gauges[key] = value

@@ -39,6 +39,8 @@ GENERATION_FLAGS = {
     "max_prompt_tokens": "max_prompt_tokens",
     "max_tokens_limit": "max_tokens_limit",
     "default_max_tokens": "default_max_tokens",
+    "max_batch_total_tokens": "max_batch_total_tokens",
+    "max_prefill_tokens": "max_prefill_tokens",
 }
 
 
@@ -102,6 +104,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     generation.add_argument("--max-prompt-tokens", type=int)
     generation.add_argument("--max-tokens-limit", type=int)
     generation.add_argument("--default-max-tokens", type=int)
+    generation.add_argument("--max-batch-total-tokens", type=int)
+    generation.add_argument("--max-prefill-tokens", type=int)
     parser.set_defaults(func=run)
 
 

@@ -6,7 +6,9 @@ of ``tokens[prefix:]``. The window keeps the token before the new ones, so
 tokenisers that decide spacing from neighbours (WordPiece ``##`` pieces,
 SentencePiece's leading ``▁``) produce the right characters, and text that ends
 in an incomplete UTF-8 sequence (U+FFFD) is held back until the next token
-completes it.
+completes it. When the sequence ends, ``flush`` releases what is still held
+back, replacement characters included, so the streamed text always adds up to
+HF ``decode`` of the same tokens.
 """
 
 from __future__ import annotations
@@ -46,6 +48,13 @@ class IncrementalDetokenizer:
             self._prefix -= drop
             self._read -= drop
         return delta
+
+    def flush(self) -> str:
+        """The text still held back (an incomplete character decodes as U+FFFD)."""
+        prefix_text = self._decode(self._ids[self._prefix : self._read])
+        new_text = self._decode(self._ids[self._prefix :])
+        self._read = len(self._ids)
+        return new_text[len(prefix_text) :] if len(new_text) > len(prefix_text) else ""
 
     def _decode(self, ids: Sequence[int]) -> str:
         text: str = self._tokenizer.decode(

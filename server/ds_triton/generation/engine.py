@@ -1,25 +1,40 @@
-"""In-flight (continuous) batching: one thread, one decode forward per step for all sequences.
+"""In-flight (continuous) batching: one thread, at most one prefill and one decode forward per step.
 
 Each step of the loop:
 
-1. sequences whose client cancelled leave (checked every step, so a slot frees
-   at the next step);
-2. waiting requests take the free slots: their prompts run through ONE prefill
-   forward together and join the running batch (KV cache rows appended);
-3. ONE decode forward advances every running sequence by a token, reusing the
-   KV cache; sequences that finished (EOS, stop string, max_tokens) leave
-   without stalling the others.
+1. sequences whose client cancelled leave (a flag read, kept current by
+   another thread, so a slot frees at the next step without a round trip);
+2. waiting requests are admitted in arrival order while a cache row is free
+   and their KV tokens fit the token budget (``scheduler``);
+3. ONE prefill forward writes the next chunk of waiting prompts into their
+   cache rows (at most ``max_prefill_tokens``, so a long prompt is spread over
+   several steps and never stalls the running streams for its whole length);
+4. ONE decode forward advances every running sequence by a token, reading the
+   preallocated slot KV cache in place;
+5. the sampled tokens reach the host in one transfer; sequences that finished
+   (EOS, stop string, max_tokens) leave without stalling the others, and
+   prompts prefilled this step decode from the next one.
 
-Requests beyond ``max_concurrent_sequences`` wait in a queue of at most
-``max_queued_requests``; beyond that ``submit`` raises ``CapacityError``
-(UNAVAILABLE), so load is shed with a clear error instead of memory growth.
+Requests beyond ``max_concurrent_sequences`` rows (or the token budget) wait in
+a queue of at most ``max_queued_requests``; beyond that ``submit`` raises
+``CapacityError`` (UNAVAILABLE), so load is shed with a clear error instead of
+memory growth.
+
+Failures stay as small as they can: a failed prefill fails the sequences it
+was prefilling, a failed decode the running ones, a failure while delivering
+one sequence's token that sequence; anything else fails what is in flight and
+the loop goes on. Metrics and the step timeline are recorded outside all of
+that and can fail nothing.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
+import time
 from collections import deque
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -30,11 +45,26 @@ from ds_triton.generation.model_runner import ModelRunner
 from ds_triton.generation.request import GenerationRequest
 from ds_triton.generation.running_batch import RunningBatch
 from ds_triton.generation.sampling import sample_next_tokens
+from ds_triton.generation.scheduler import PrefillChunk, TokenBudget, plan_prefill
 from ds_triton.generation.sequence import FinishReason, OutputSink, Sequence
+from ds_triton.profiling import Phase, StepTimeline
 from ds_triton.spec import GenerationSpec
 from ds_triton_interface import TEXT_INPUT
 
 LOG = logging.getLogger(__name__)
+
+CAPACITY_MESSAGE = "too many concurrent requests"
+
+
+@dataclass
+class _StepWork:
+    """What one step ran, for delivery, metrics and the timeline."""
+
+    prefill: PrefillChunk[Sequence] | None = None
+    first_tokens: list[Sequence] = field(default_factory=list)  # prompts completed this step
+    decoded: list[Sequence] = field(default_factory=list)  # rows of the decode forward
+    forward_seconds: float = 0.0
+    ended: float = 0.0
 
 
 class GenerationEngine:
@@ -48,20 +78,30 @@ class GenerationEngine:
         max_positions: int,
         eos_token_id: int | None,
         metrics: GenerationMetrics | None = None,
+        timeline: StepTimeline | None = None,
     ) -> None:
         self.runner = runner
-        self.tokenizer = tokenizer
+        self.tokenizer = tokenizer  # prompts, in the thread that calls ``submit``
+        # The engine thread decodes with its own copy: tokenizers are not thread-safe.
+        self._decoding_tokenizer = copy.deepcopy(tokenizer)
         self.options = options
         self.max_positions = max_positions
         self.eos_token_id = eos_token_id
         self.metrics: GenerationMetrics = metrics or CountingMetrics()
+        self.timeline = timeline
+        self.row_tokens = min(max_positions, options.max_prompt_tokens + options.max_tokens_limit)
+        self._batch: RunningBatch[Sequence] = RunningBatch(
+            runner, options.max_concurrent_sequences, self.row_tokens
+        )
+        self._budget = TokenBudget(options.max_batch_total_tokens)
         self._condition = threading.Condition()
-        self._waiting: deque[Sequence] = deque()
-        self._in_flight = 0  # waiting + running, guarded by _condition
-        self._running: list[Sequence] = []
-        self._batch = RunningBatch()
+        self._waiting: deque[Sequence] = deque()  # guarded by _condition
+        self._in_flight = 0  # waiting + admitted, guarded by _condition
+        self._prefilling: list[Sequence] = []  # engine thread only, oldest first
         self._thread: threading.Thread | None = None
-        self._stopping = False
+        self._accepting = True  # guarded by _condition
+        self._stopping = False  # guarded by _condition
+        self._metric_failures = 0
 
     # -- any thread -------------------------------------------------------------
 
@@ -70,22 +110,22 @@ class GenerationEngine:
 
         Raises:
             InvalidInputError: The prompt is too long for the configured limits.
-            CapacityError: Running and queued sequences are at their caps.
+            CapacityError: The queue is full, or the model is shutting down.
         """
         prompt_ids = self.tokenize(request)
-        sequence = Sequence(request, prompt_ids, sink, self.tokenizer, self.eos_token_id)
+        sequence = Sequence(request, prompt_ids, sink, self._decoding_tokenizer, self.eos_token_id)
         limit = self.options.max_concurrent_sequences + self.options.max_queued_requests
         with self._condition:
-            if self._stopping:
-                raise CapacityError("the model is shutting down")
+            if not self._accepting:
+                raise CapacityError("the model is shutting down; retry on another instance")
             if self._in_flight >= limit:
                 raise CapacityError(
-                    f"too many concurrent requests: {self.options.max_concurrent_sequences} "
-                    f"sequences run and {self.options.max_queued_requests} may wait; retry later"
+                    f"{CAPACITY_MESSAGE}: {self.options.max_concurrent_sequences} sequences run and "
+                    f"{self.options.max_queued_requests} may wait; retry later"
                 )
             self._in_flight += 1
             self._waiting.append(sequence)
-            self._condition.notify()
+            self._condition.notify_all()
 
     def tokenize(self, request: GenerationRequest) -> list[int]:
         """Prompt token ids, or ``InvalidInputError`` when over a length limit."""
@@ -108,135 +148,144 @@ class GenerationEngine:
         self._thread = threading.Thread(target=self._loop, name="generation-engine")
         self._thread.start()
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """Stop the loop; sequences still queued or running get an UNAVAILABLE error."""
+    def drain(self, timeout: float) -> bool:
+        """Refuse new requests and wait up to ``timeout`` s for those in flight to finish.
+
+        Returns True when nothing is left in flight.
+        """
+        deadline = time.monotonic() + timeout
         with self._condition:
+            self._accepting = False
+            while self._in_flight > 0:
+                left = deadline - time.monotonic()
+                if left <= 0 or self._thread is None:
+                    break
+                self._condition.wait(min(left, 0.5))
+            return self._in_flight == 0
+
+    def stop(self, timeout: float = 30.0) -> bool:
+        """Stop the loop; sequences still in flight get an UNAVAILABLE error.
+
+        The engine thread fails what is left before it exits. When it does not
+        exit within ``timeout`` (a forward pass still running), its state is left
+        alone and it cleans up when that pass returns. Returns True once stopped.
+        """
+        with self._condition:
+            self._accepting = False
             self._stopping = True
             self._condition.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-        shutting_down = CapacityError("the model was unloaded before the request finished")
-        with self._condition:
-            leftover = [*self._running, *self._waiting]
-            self._running, self._waiting = [], deque()
-            self._in_flight = 0
-        for sequence in leftover:
-            _safe_fail(sequence, shutting_down)
+        thread, self._thread = self._thread, None
+        if thread is None:  # never started: no other thread owns the state
+            self._fail_leftovers()
+            return True
+        thread.join(timeout)
+        if thread.is_alive():
+            LOG.warning("the generation engine is still in a forward pass after %.0f s", timeout)
+            self._thread = thread
+            return False
+        return True
 
     @property
     def in_flight(self) -> int:
         with self._condition:
             return self._in_flight
 
+    @property
+    def reserved_tokens(self) -> int:
+        return self._budget.reserved
+
     # -- engine thread ----------------------------------------------------------
 
     def _loop(self) -> None:
         while True:
             with self._condition:
-                idle = not self._waiting and not self._running
-            if idle:
-                self._flush_metrics()
-            with self._condition:
-                while not self._stopping and not self._waiting and not self._running:
+                while not self._stopping and not self._has_work():
                     self._condition.wait()
                 if self._stopping:
                     break
             try:
                 self.step()
             except Exception as exc:  # the loop must survive, or every request would hang
-                LOG.exception("generation engine step failed outside the forward pass")
+                LOG.exception("generation engine step failed outside the forward passes")
                 self._fail_everything(exc)
-        self._flush_metrics()
+        self._fail_leftovers()
 
-    def _flush_metrics(self) -> None:
-        try:
-            self.metrics.flush()
-        except Exception:  # metrics are best effort; serving goes on
-            LOG.exception("could not publish generation metrics")
+    def _has_work(self) -> bool:
+        return bool(self._waiting or self._prefilling or self._batch.running)
 
-    def _fail_everything(self, error: BaseException) -> None:
-        with self._condition:
-            victims = [*self._running, *self._waiting]
-            self._waiting.clear()
-        for sequence in victims:
-            if not sequence.finished:
-                sequence.finish_reason = FinishReason.ERROR
-                _safe_fail(sequence, error)
-        self._running = []
-        self._batch = RunningBatch()
-        self._release(victims)
-
+    @torch.inference_mode()
     def step(self) -> None:
         """One scheduling step (public so tests can drive the engine without a thread)."""
         self._drop_cancelled()
+        self._admit()
+        work = _StepWork()
+        host_tokens = self._forward(work)
+        self._deliver(work, host_tokens)
         self._retire_finished()
-        admitted = self._take_waiting()
+        self._report(work)
+
+    def _forward(self, work: _StepWork) -> list[int]:
+        """Run this step's prefill and decode forwards; their sampled tokens, on the host."""
+        sampled: list[torch.Tensor] = []
+        work.prefill = plan_prefill(self._prefilling, self.options.max_prefill_tokens)
+        if work.prefill is not None:
+            first_tokens = self._prefill(work, work.prefill)
+            if first_tokens is not None:
+                sampled.append(first_tokens)
+        running = self._batch.running_sequences()
+        if running:
+            tokens = self._decode(work, running)
+            if tokens is not None:
+                sampled.append(tokens)
+                work.decoded = running
+        work.ended = time.perf_counter()
+        if not sampled:
+            return []
+        # The step's one device-to-host transfer (its only sync on a GPU).
+        return (torch.cat(sampled) if len(sampled) > 1 else sampled[0]).tolist()
+
+    def _prefill(self, work: _StepWork, chunk: PrefillChunk[Sequence]) -> torch.Tensor | None:
+        """Prefill ``chunk``; the first tokens of the sequences whose prompt it completes."""
+        sequences = list(chunk.sequences)
+        pieces = [
+            s.prompt_ids[chunk.start : chunk.start + n]
+            for s, n in zip(sequences, chunk.lengths, strict=True)
+        ]
+        started = time.perf_counter()
         try:
-            if admitted:
-                self._prefill(admitted)
-            if self._running:
-                self._decode()
-        except Exception as exc:  # a failed forward fails its sequences, not the engine
-            victims = list({id(s): s for s in [*self._running, *admitted]}.values())
-            LOG.exception("generation step failed; failing %d sequences", len(victims))
-            for sequence in victims:
-                if not sequence.finished:
-                    sequence.finish_reason = FinishReason.ERROR
-                    _safe_fail(sequence, exc)
-            self._running = []
-            self._batch = RunningBatch()
-            self._release(victims)
-        self._retire_finished()
-        with self._condition:
-            waiting = len(self._waiting)
-        self.metrics.occupancy(len(self._running), waiting, self.options.max_concurrent_sequences)
+            logits = self._batch.prefill(sequences, pieces, chunk.start)
+            for sequence, length in zip(sequences, chunk.lengths, strict=True):
+                sequence.prefilled += length
+            done = [i for i in range(len(sequences)) if chunk.completes(i)]
+            tokens = None
+            if done:
+                index = torch.tensor(done, dtype=torch.long, device=logits.device)
+                tokens = self._sample(logits.index_select(0, index), [sequences[i] for i in done])
+                work.first_tokens = [sequences[i] for i in done]
+        except Exception as exc:  # a failed prefill fails its sequences, not the engine
+            LOG.exception("prefill forward failed; failing %d sequences", len(sequences))
+            self._fail(sequences, exc)
+            return None
+        finally:
+            work.forward_seconds += time.perf_counter() - started
+        return tokens
 
-    def _drop_cancelled(self) -> None:
-        for sequence in self._running:
-            if _cancelled(sequence):
-                sequence.cancel()
-        with self._condition:
-            waiting = list(self._waiting)
-        # is_cancelled() may be a round trip to the server: ask outside the lock.
-        cancelled = [s for s in waiting if _cancelled(s)]
-        with self._condition:
-            for sequence in cancelled:
-                self._waiting.remove(sequence)
-        for sequence in cancelled:
-            sequence.cancel()
-        self._release(cancelled)
-
-    def _take_waiting(self) -> list[Sequence]:
-        with self._condition:
-            free = self.options.max_concurrent_sequences - len(self._running)
-            return [self._waiting.popleft() for _ in range(min(free, len(self._waiting)))]
-
-    def _prefill(self, admitted: list[Sequence]) -> None:
-        prefill = self.runner.prefill([s.prompt_ids for s in admitted])
-        self.metrics.forward_pass("prefill", len(admitted))
-        tokens = self._sample(prefill.logits, admitted)
-        for sequence, token in zip(admitted, tokens.tolist(), strict=True):
-            sequence.accept(token)
-            if sequence.first_token_at is not None:
-                self.metrics.first_token(sequence.first_token_at - sequence.arrival)
-        self.metrics.tokens_generated(len(admitted))
-        rows = [i for i, s in enumerate(admitted) if not s.finished]
-        self._batch.join(prefill, rows, tokens[rows])
-        self._running.extend(admitted[i] for i in rows)
-        self._release([s for s in admitted if s.finished])
-
-    def _decode(self) -> None:
-        tokens, mask, positions = self._batch.decode_inputs()
-        logits, cache = self.runner.decode(tokens, mask, positions, self._batch.cache)
-        self.metrics.forward_pass("decode", len(self._running))
-        new_tokens = self._sample(logits, self._running)
-        self._batch.advance(cache, mask, new_tokens)
-        for sequence, token in zip(self._running, new_tokens.tolist(), strict=True):
-            sequence.accept(token)
-        self.metrics.tokens_generated(len(self._running))
+    def _decode(self, work: _StepWork, running: list[Sequence]) -> torch.Tensor | None:
+        started = time.perf_counter()
+        try:
+            logits = self._batch.decode()
+            tokens = self._sample(logits, running)
+            self._batch.advance(tokens)
+        except Exception as exc:  # a failed decode fails the running sequences, not the engine
+            LOG.exception("decode forward failed; failing %d sequences", len(running))
+            self._fail(running, exc)
+            return None
+        finally:
+            work.forward_seconds += time.perf_counter() - started
+        return tokens
 
     def _sample(self, logits: torch.Tensor, sequences: list[Sequence]) -> torch.Tensor:
+        """Next token of each row of ``logits`` (one row per sequence), on the device."""
         blocked = None
         if self.eos_token_id is not None and any(s.eos_blocked for s in sequences):
             blocked = torch.tensor([s.eos_blocked for s in sequences], device=logits.device)
@@ -248,27 +297,162 @@ class GenerationEngine:
             blocked_rows=blocked,
         )
 
+    def _deliver(self, work: _StepWork, host_tokens: list[int]) -> None:
+        """Hand each sampled token to its sequence; newly prefilled ones start decoding."""
+        for sequence, token in zip([*work.first_tokens, *work.decoded], host_tokens, strict=True):
+            self._accept(sequence, token)
+        for sequence in work.first_tokens:
+            self._prefilling.remove(sequence)
+            if not sequence.finished:
+                self._batch.start_running(sequence, sequence.token_ids[-1])
+
+    def _accept(self, sequence: Sequence, token: int) -> None:
+        try:
+            sequence.accept(token)
+        except Exception as exc:  # e.g. a token the tokenizer cannot decode: only this one fails
+            LOG.exception("could not deliver a generated token")
+            self._fail([sequence], exc)
+
+    def _drop_cancelled(self) -> None:
+        for sequence in [*self._prefilling, *self._batch.running_sequences()]:
+            if not sequence.finished and _cancelled(sequence):
+                sequence.cancel()
+        with self._condition:
+            cancelled = [s for s in self._waiting if _cancelled(s)]
+            for sequence in cancelled:
+                self._waiting.remove(sequence)
+        for sequence in cancelled:
+            sequence.cancel()
+        self._release(cancelled)
+        self._retire_finished()
+
+    def _admit(self) -> None:
+        """Waiting requests take free rows while their tokens fit, oldest first."""
+        admitted: list[Sequence] = []
+        with self._condition:
+            while (
+                self._waiting
+                and len(self._batch.table) + len(admitted) < self._batch.table.capacity
+                and self._budget.fits(self._waiting[0].reserved_tokens)
+            ):
+                sequence = self._waiting.popleft()
+                self._budget.take(sequence.reserved_tokens)
+                sequence.admitted = True
+                admitted.append(sequence)
+        for sequence in admitted:
+            self._batch.acquire(sequence)
+            self._prefilling.append(sequence)
+
     def _retire_finished(self) -> None:
-        """Finished sequences leave the running batch (their rows and cache)."""
-        keep = [i for i, s in enumerate(self._running) if not s.finished]
-        if len(keep) == len(self._running):
+        """Finished sequences leave: their rows and tokens are free for others."""
+        done = [s for s in [*self._prefilling, *self._batch.running_sequences()] if s.finished]
+        if not done:
             return
-        done = [s for s in self._running if s.finished]
-        self._batch.keep(keep)
-        self._running = [self._running[i] for i in keep]
+        self._prefilling = [s for s in self._prefilling if not s.finished]
         self._release(done)
 
     def _release(self, sequences: list[Sequence]) -> None:
-        """Give back the capacity of finished sequences (each exactly once)."""
+        """Give back the capacity of finished sequences (each exactly once), then report them.
+
+        The counters come first: nothing before them can raise, so a failure
+        later on (a row copy, metrics) never leaks capacity.
+        """
         fresh = [s for s in sequences if not s.released]
         if not fresh:
             return
         for sequence in fresh:
             sequence.released = True
-            if sequence.finish_reason is not None:
-                self.metrics.sequence_finished(sequence.finish_reason)
+            if sequence.admitted:
+                self._budget.give_back(sequence.reserved_tokens)
         with self._condition:
             self._in_flight -= len(fresh)
+            self._condition.notify_all()
+        try:
+            for sequence in fresh:
+                if self._batch.table.holds(sequence):
+                    self._batch.release(sequence)
+        finally:
+            for sequence in fresh:
+                if sequence.finish_reason is not None:
+                    self._metric("sequence_finished", sequence.finish_reason)
+
+    def _fail(self, sequences: list[Sequence], error: BaseException) -> None:
+        for sequence in sequences:
+            if not sequence.finished:
+                sequence.finish_reason = FinishReason.ERROR
+                _safe_fail(sequence, error)
+
+    def _fail_everything(self, error: BaseException) -> None:
+        """Fail every sequence in flight and start from an empty batch; never raises."""
+        try:
+            with self._condition:
+                victims = [*self._prefilling, *self._batch.running_sequences(), *self._waiting]
+                self._waiting.clear()
+            self._fail(victims, error)
+        except Exception:
+            LOG.exception("could not fail the requests in flight")
+            victims = []
+        finally:
+            self._reset(victims)
+
+    def _fail_leftovers(self) -> None:
+        """At stop: whatever is still in flight gets UNAVAILABLE."""
+        self._fail_everything(CapacityError("the model was unloaded before the request finished"))
+
+    def _reset(self, victims: list[Sequence]) -> None:
+        """Empty the batch; capacity first, so nothing that raises afterwards can leak it."""
+        for sequence in victims:
+            sequence.released = True
+        self._prefilling = []
+        self._budget.clear()
+        with self._condition:
+            self._in_flight = len(self._waiting)  # submitted after the failure
+            self._condition.notify_all()
+        try:
+            self._batch.clear()
+        except Exception:
+            LOG.exception("could not clear the running batch")
+
+    def _report(self, work: _StepWork) -> None:
+        """Metrics and the timeline for one step; a failure here fails no request."""
+        with self._condition:
+            waiting = len(self._waiting)
+        chunk = work.prefill
+        if chunk is not None:
+            self._metric("forward_pass", "prefill", len(chunk.sequences))
+        for sequence in work.first_tokens:
+            if sequence.first_token_at is not None:
+                self._metric("first_token", sequence.first_token_at - sequence.arrival)
+        if work.decoded:
+            self._metric("forward_pass", "decode", len(work.decoded))
+        if work.first_tokens or work.decoded:
+            self._metric("tokens_generated", len(work.first_tokens) + len(work.decoded))
+        self._metric("occupancy", len(self._batch.table), waiting, self._batch.table.capacity)
+        self._metric("kv_tokens", self._budget.reserved, self._budget.capacity)
+        if self.timeline is None or (chunk is None and not work.decoded):
+            return
+        phase: Phase = "decode" if chunk is None else "mixed" if work.decoded else "prefill"
+        rows = len(work.decoded) + (len(chunk.sequences) if chunk else 0)
+        tokens = len(work.decoded) + (chunk.padded_tokens if chunk else 0)
+        try:
+            self.timeline.record(phase, rows, tokens, work.ended, work.forward_seconds, waiting)
+        except Exception:
+            self._metric_failed("the step timeline")
+
+    def _metric(self, name: str, *args: Any) -> None:
+        try:
+            getattr(self.metrics, name)(*args)
+        except Exception:
+            self._metric_failed(name)
+
+    def _metric_failed(self, what: str) -> None:
+        self._metric_failures += 1
+        # The first failure with its traceback, then one line per thousand: a broken
+        # metrics backend must neither fail requests nor flood the log.
+        if self._metric_failures == 1:
+            LOG.exception("could not record %s; serving goes on", what)
+        elif self._metric_failures % 1000 == 0:
+            LOG.warning("%d metric updates failed so far", self._metric_failures)
 
 
 def _cancelled(sequence: Sequence) -> bool:

@@ -1,124 +1,135 @@
-"""The two forward passes of in-flight batching: prefill new prompts, decode one step.
+"""The two forward passes of in-flight batching over the slot KV cache.
 
-Wraps the DeepSpeed inference engine (any Hugging Face causal LM behind it) and
-counts forward passes, which is how tests prove that concurrent streams share
-them. Prompts are left-padded so every row's newest token sits in the last
-column; position ids count only real tokens, so a padded row computes exactly
-what it would alone.
+Wraps the DeepSpeed inference engine (any Hugging Face causal LM behind it):
+
+- ``prefill`` writes a chunk of prompt tokens for some sequences into their cache
+  rows (right-padded; every row starts at the same column) and returns the
+  logits at each row's last chunk token;
+- ``decode`` advances the running block of rows by one token each, every row at
+  its own position, and returns the next-token logits.
+
+Position ids are always passed, so every row computes exactly what it would
+alone whatever the padding; models whose forward takes none are refused.
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-
-@dataclass
-class Prefill:
-    """Result of one prefill pass over N prompts (left-padded to the longest, P)."""
-
-    logits: torch.Tensor  # (N, V) at each prompt's last token
-    cache: Any  # the model's KV cache, N rows, P positions
-    attention_mask: torch.Tensor  # (N, P), 0 on padding
-    next_positions: torch.Tensor  # (N,) position id of each row's next token
+from ds_triton.errors import ModelLoadError
+from ds_triton.generation.kv_cache import SlotKVCache, WritePlan
 
 
 class ModelRunner:
-    """Runs the model; knows its cache argument's name and counts forward passes."""
+    """Runs the model; knows its keyword names and how it wants its decode mask."""
 
     def __init__(self, forward: Any, module: Any, device: str, pad_token_id: int) -> None:
         self._forward = forward
+        self.config = module.config
         self.device = torch.device(device)
         self.pad_token_id = pad_token_id
         signature = inspect.signature(module.forward).parameters
         # transformers 5 calls it ``cache``; earlier releases ``past_key_values``.
         self._cache_arg = "cache" if "cache" in signature else "past_key_values"
         self._logits_to_keep = "logits_to_keep" in signature
-        # Models that take position ids must get them: with left padding the
-        # default (column index) would shift every padded row's positions.
-        self._position_ids = "position_ids" in signature
-        self.prefill_steps = 0
-        self.decode_steps = 0
-
-    @property
-    def forward_steps(self) -> int:
-        return self.prefill_steps + self.decode_steps
+        if "position_ids" not in signature:
+            raise ModelLoadError(
+                f"{type(module).__name__} takes no position_ids; in-flight batching needs them "
+                "to run sequences of different lengths in one batch"
+            )
+        self._attention = getattr(self.config, "_attn_implementation", None) or "eager"
+        self._dtype = next(module.parameters()).dtype
+        self._rows = torch.arange(256, dtype=torch.long, device=self.device)
 
     @torch.inference_mode()
-    def prefill(self, prompts: Sequence[Sequence[int]]) -> Prefill:
-        """One forward over all ``prompts``; returns their last logits and KV cache."""
-        width = max(len(p) for p in prompts)
-        ids = torch.full((len(prompts), width), self.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(prompts), width), dtype=torch.long)
-        for row, prompt in enumerate(prompts):
-            ids[row, width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
-            mask[row, width - len(prompt) :] = 1
-        ids, mask = ids.to(self.device), mask.to(self.device)
-        positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
-        logits, cache = self._run(ids, mask, positions, cache=None)
-        self.prefill_steps += 1
-        _zero_padding(cache, mask)
-        return Prefill(logits, cache, mask, positions[:, -1] + 1)
+    def prefill(
+        self, cache: SlotKVCache, rows: Sequence[int], chunks: Sequence[Sequence[int]], start: int
+    ) -> torch.Tensor:
+        """Write ``chunks[i]`` into cache row ``rows[i]`` from column ``start``.
+
+        Every row must hold exactly ``start`` tokens already. Returns the logits
+        (len(rows), vocab) at each row's last chunk token.
+        """
+        width = max(len(c) for c in chunks)
+        ids = torch.full((len(chunks), width), self.pad_token_id, dtype=torch.long)
+        for row, chunk in enumerate(chunks):
+            ids[row, : len(chunk)] = torch.tensor(chunk, dtype=torch.long)
+        positions = torch.arange(start, start + width, dtype=torch.long).expand(len(chunks), width)
+        last = torch.tensor([[len(c) - 1] for c in chunks], dtype=torch.long)
+        row_index = torch.tensor(list(rows), dtype=torch.long)
+        contiguous = list(rows) == list(range(len(rows)))
+        cache.plan = WritePlan(
+            row_index.to(self.device), contiguous, start, None, start + width, width
+        )
+        # Right padding needs no padding mask: a real token at column c only attends to
+        # columns <= c, which are real (this chunk or the row's history); what padded
+        # queries compute is discarded, and the cache columns they fill are overwritten
+        # by the row's next tokens before anything reads them.
+        logits = self._run(ids.to(self.device), positions.to(self.device), None, cache, last.to(self.device))
+        return logits
 
     @torch.inference_mode()
     def decode(
-        self, tokens: torch.Tensor, attention_mask: torch.Tensor, positions: torch.Tensor, cache: Any
-    ) -> tuple[torch.Tensor, Any]:
-        """One step for every running row: ``tokens`` (B,) at ``positions`` (B,)."""
-        logits, cache = self._run(tokens.unsqueeze(1), attention_mask, positions.unsqueeze(1), cache)
-        self.decode_steps += 1
-        return logits, cache
+        self, cache: SlotKVCache, tokens: torch.Tensor, positions: torch.Tensor, longest: int, uniform: bool
+    ) -> torch.Tensor:
+        """One step for running rows ``0..n-1``: ``tokens`` (n,) at ``positions`` (n,).
+
+        ``longest`` is the largest position (known on the host, so no device sync);
+        ``uniform`` says every row is at that position (no mask needed).
+        """
+        count = tokens.shape[0]
+        kv_length = longest + 1
+        cache.plan = WritePlan(self._first_rows(count), True, 0, positions, kv_length, 1)
+        mask = None if uniform else self._decode_mask(positions, kv_length)
+        return self._run(tokens.unsqueeze(1), positions.unsqueeze(1), mask, cache, None)
+
+    def _first_rows(self, count: int) -> torch.Tensor:
+        """``arange(count)`` on the device, sliced from a kept tensor (no allocation per step)."""
+        if self._rows.shape[0] < count:
+            self._rows = torch.arange(count, dtype=torch.long, device=self.device)
+        return self._rows[:count]
+
+    def _decode_mask(self, positions: torch.Tensor, kv_length: int) -> torch.Tensor:
+        """Row r attends to columns 0..positions[r] (its own history and new token).
+
+        Built on the device in the layout the attention implementation takes, so
+        transformers does not inspect it (which would sync the device every step).
+        """
+        columns = torch.arange(kv_length, device=positions.device)
+        allowed = columns.unsqueeze(0) <= positions.unsqueeze(1)
+        if self._attention == "sdpa":
+            return allowed[:, None, None, :]
+        if self._attention == "eager":
+            blocked = torch.finfo(self._dtype).min
+            zero = torch.zeros((), dtype=self._dtype, device=positions.device)
+            return torch.where(allowed, zero, blocked)[:, None, None, :]
+        return allowed.long()  # other kernels take the 2D padding mask
 
     def _run(
-        self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Any
-    ) -> tuple[torch.Tensor, Any]:
+        self,
+        ids: torch.Tensor,
+        positions: torch.Tensor,
+        mask: torch.Tensor | None,
+        cache: SlotKVCache,
+        last: torch.Tensor | None,
+    ) -> torch.Tensor:
         kwargs: dict[str, Any] = {
             "input_ids": ids,
+            "position_ids": positions,
             "attention_mask": mask,
             "use_cache": True,
             self._cache_arg: cache,
         }
-        if self._position_ids:
-            kwargs["position_ids"] = positions
         if self._logits_to_keep:
-            kwargs["logits_to_keep"] = 1
-        output = self._forward(**kwargs)
-        new_cache = getattr(output, "cache", None)
-        if new_cache is None:
-            new_cache = output.past_key_values
-        return output.logits[:, -1, :], new_cache
+            kwargs["logits_to_keep"] = 1 if last is None else last
+        logits = self._forward(**kwargs).logits
+        if last is None:
+            return logits[:, -1, :]
+        if self._logits_to_keep:
+            return logits[:, 0, :]
+        return logits.gather(1, last.unsqueeze(-1).expand(-1, -1, logits.shape[-1])).squeeze(1)
 
-
-def _zero_padding(cache: Any, mask: torch.Tensor) -> None:
-    """Zero K/V at padded positions.
-
-    Padding rows attend to nothing; some attention kernels return NaN there,
-    and a NaN value times a zero attention weight is still NaN in later steps.
-    """
-    if bool(mask.all()):
-        return
-    padding = ~mask.bool()[:, None, :, None]
-    for layer in cache_layers(cache):
-        layer.keys = layer.keys.masked_fill(padding, 0)
-        layer.values = layer.values.masked_fill(padding, 0)
-
-
-def cache_layers(cache: Any) -> list[Any]:
-    """The per-layer K/V holders of a transformers ``DynamicCache``.
-
-    Each has ``keys``/``values`` of shape (batch, kv_heads, length, head_dim);
-    in-flight batching slices and pads them along batch and length.
-    """
-    layers = getattr(cache, "layers", None)
-    if layers is None or any(getattr(layer, "keys", None) is None for layer in layers):
-        raise TypeError(
-            f"unsupported KV cache {type(cache).__name__}: in-flight batching needs "
-            "transformers' DynamicCache with full-attention layers"
-        )
-    if any(getattr(layer, "is_sliding", False) for layer in layers):
-        raise TypeError("sliding-window KV caches are not supported by in-flight batching")
-    return list(layers)

@@ -1,4 +1,6 @@
-"""Hand-over of one sequence's outputs from the engine thread to the sending thread.
+"""Hand-over between the engine thread and the threads that talk to the server process.
+
+Outputs: from the engine thread to the sending thread.
 
 Sending a response costs a round trip to the server process. When a client's
 responses are produced faster than they can be sent, the outputs waiting for
@@ -6,16 +8,22 @@ the same sequence are merged into one response (text concatenated, token
 counts added), as vLLM's output collector does, so a slow consumer never makes
 the engine wait and the number of sends adapts to what the transport can take.
 With no backlog, every token still gets its own response.
+
+Cancellation: from a watcher thread (which asks the server) to the engine
+thread (which only reads a flag).
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ds_triton.generation.sequence import GenerationOutput
+
+LOG = logging.getLogger(__name__)
 
 
 def merge_outputs(outputs: Sequence[GenerationOutput]) -> GenerationOutput:
@@ -76,30 +84,89 @@ class Outbox:
         return True
 
 
-class PolledFlag:
-    """A flag read through a costly call (``request.is_cancelled()``), at most every ``interval``.
+class CancelFlag:
+    """Whether a request was cancelled, as last seen by ``CancellationWatcher``; reading is free."""
 
-    The engine checks cancellation every step; asking the server for every
-    sequence at every step would add a round trip per stream per token. Reading
-    a cached answer that is at most ``interval`` old bounds that cost to a few
-    calls per second per sequence, and a cancellation still frees its slot
-    within ``interval`` plus one step. Once true, it stays true.
+    def __init__(self, poll: Callable[[], bool]) -> None:
+        self.poll = poll
+        self.cancelled = False
+        self.watched = True
+        self.lock = threading.Lock()  # held while polling, so ``unwatch`` waits for a poll to end
+
+    def is_set(self) -> bool:
+        return self.cancelled
+
+
+class CancellationWatcher:
+    """Polls ``request.is_cancelled()`` for every watched request on its own thread.
+
+    Each call is a round trip to the server process. Made on the engine thread
+    for each sequence, they would sit between decode steps; here the engine only
+    reads a flag, which is at most one ``interval`` (plus the round trips) old.
+    A request stops being watched before its final response is sent, so it is
+    never asked about after Triton released it.
     """
 
-    def __init__(
-        self, poll: Callable[[], bool], interval: float, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self._poll = poll
-        self._interval = interval
+    def __init__(self, interval: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval = interval
         self._clock = clock
-        self._value = False
-        self._checked_at: float | None = None
+        self._flags: list[CancelFlag] = []
+        self._lock = threading.Condition()
+        self._stopped = False
+        self._thread: threading.Thread | None = None
 
-    def __call__(self) -> bool:
-        if self._value:
-            return True
-        now = self._clock()
-        if self._checked_at is None or now - self._checked_at >= self._interval:
-            self._checked_at = now
-            self._value = bool(self._poll())
-        return self._value
+    def watch(self, poll: Callable[[], bool]) -> CancelFlag:
+        flag = CancelFlag(poll)
+        with self._lock:
+            self._flags.append(flag)
+            self._lock.notify()
+        return flag
+
+    def unwatch(self, flag: CancelFlag) -> None:
+        """Stop polling ``flag`` (waits for a poll of it in progress to end)."""
+        with flag.lock:
+            flag.watched = False
+        with self._lock:
+            if flag in self._flags:
+                self._flags.remove(flag)
+
+    def poll_once(self) -> None:
+        """Ask every watched request once; cancelled ones are no longer polled."""
+        with self._lock:
+            flags = list(self._flags)
+        for flag in flags:
+            with flag.lock:
+                if not flag.watched:
+                    continue
+                try:
+                    flag.cancelled = bool(flag.poll())
+                except Exception:  # a broken sender means nobody is listening any more
+                    LOG.exception("is_cancelled() failed; treating the request as cancelled")
+                    flag.cancelled = True
+            if flag.cancelled:
+                self.unwatch(flag)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="generation-cancellation", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+            self._lock.notify()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def _loop(self) -> None:
+        while True:
+            with self._lock:
+                while not self._stopped and not self._flags:
+                    self._lock.wait()  # nothing to watch: sleep until a request arrives
+                if self._stopped:
+                    return
+            started = self._clock()
+            self.poll_once()
+            with self._lock:
+                if not self._stopped:
+                    self._lock.wait(max(0.0, self.interval - (self._clock() - started)))

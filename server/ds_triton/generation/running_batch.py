@@ -1,120 +1,130 @@
-"""The tensors of the running batch: KV cache, attention mask, positions, last tokens.
+"""The state of the sequences in the cache: their rows, lengths and last tokens.
 
-Rows are sequences; columns are cache positions shared by all rows, with each
-row's history right-aligned (left padding). New sequences join by padding the
-shorter side on the left and concatenating rows; finished ones leave by
-selecting rows, and columns that are padding in every remaining row are cut so
-the cache never grows from churn alone.
+Rows come from ``SlotTable`` (running sequences in rows ``0..n-1``, prefilling
+ones above); the K/V live in ``SlotKVCache``. Per row, ``lengths`` (tokens in
+the cache, i.e. the position of the next token) and ``last_tokens`` (the input
+of the next decode step) are kept on the device, with a host copy of the
+lengths, so a decode step needs no host round trip before its forward pass.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Generic, TypeVar
 
 import torch
 
-from ds_triton.generation.model_runner import Prefill, cache_layers
+from ds_triton.generation.kv_cache import SlotKVCache
+from ds_triton.generation.model_runner import ModelRunner
+from ds_triton.generation.slots import Move, RowCopy, SlotTable, Swap
+
+T = TypeVar("T")
 
 
-class RunningBatch:
-    """State of the sequences currently decoding together."""
+class RunningBatch(Generic[T]):
+    """Sequences holding cache rows, and the inputs of their next forward passes."""
 
-    def __init__(self) -> None:
-        self.cache: Any = None
-        self.attention_mask = torch.zeros((0, 0), dtype=torch.long)
-        self.next_positions = torch.zeros(0, dtype=torch.long)
-        self.last_tokens = torch.zeros(0, dtype=torch.long)
-
-    def __len__(self) -> int:
-        return int(self.last_tokens.shape[0])
+    @torch.inference_mode()
+    def __init__(self, runner: ModelRunner, rows: int, row_tokens: int) -> None:
+        self.runner = runner
+        self.row_tokens = row_tokens
+        self.cache = SlotKVCache.for_model(runner.config, rows, row_tokens, runner.device)
+        self.table: SlotTable[T] = SlotTable(rows)
+        device = runner.device
+        self.lengths = torch.zeros(rows, dtype=torch.long, device=device)
+        self.last_tokens = torch.zeros(rows, dtype=torch.long, device=device)
+        self._host_lengths = [0] * rows
 
     @property
-    def length(self) -> int:
-        """Cache columns (the longest history in the batch, padding included)."""
-        return int(self.attention_mask.shape[1])
+    def running(self) -> int:
+        """Sequences decoding (rows ``0..running-1``)."""
+        return self.table.running
 
-    def join(self, prefill: Prefill, rows: Sequence[int], first_tokens: torch.Tensor) -> None:
-        """Append rows ``rows`` of ``prefill`` whose first sampled tokens are ``first_tokens``."""
-        if not rows:
-            return
-        index = torch.tensor(list(rows), dtype=torch.long, device=prefill.attention_mask.device)
-        if len(rows) != prefill.attention_mask.shape[0]:
-            for layer in cache_layers(prefill.cache):
-                layer.batch_select_indices(index)
-        new_mask = prefill.attention_mask.index_select(0, index)
-        new_positions = prefill.next_positions.index_select(0, index)
-        if self.cache is None or len(self) == 0:
-            self.cache = prefill.cache
-            self.attention_mask = new_mask
-            self.next_positions = new_positions
-            self.last_tokens = first_tokens
-            self._trim()
-            return
-        width = max(self.length, new_mask.shape[1])
-        old_pad, new_pad = width - self.length, width - new_mask.shape[1]
-        for old, new in zip(cache_layers(self.cache), cache_layers(prefill.cache), strict=True):
-            old.keys = torch.cat([_pad_left(old.keys, old_pad), _pad_left(new.keys, new_pad)])
-            old.values = torch.cat([_pad_left(old.values, old_pad), _pad_left(new.values, new_pad)])
-        self.attention_mask = torch.cat(
-            [_pad_mask(self.attention_mask, old_pad), _pad_mask(new_mask, new_pad)]
+    def running_sequences(self) -> list[T]:
+        return self.table.running_occupants()
+
+    @torch.inference_mode()
+    def acquire(self, sequence: T) -> int:
+        """A free row for ``sequence`` (about to be prefilled)."""
+        row = self.table.acquire(sequence)
+        self._set_length(row, 0)
+        return row
+
+    @torch.inference_mode()
+    def prefill(self, sequences: Sequence[T], chunks: Sequence[Sequence[int]], start: int) -> torch.Tensor:
+        """Write prompt ``chunks`` of ``sequences`` (each holding ``start`` tokens); their logits."""
+        rows = [self.table.row_of(s) for s in sequences]
+        logits = self.runner.prefill(self.cache, rows, chunks, start)
+        for row, chunk in zip(rows, chunks, strict=True):
+            self._set_length(row, start + len(chunk))
+        return logits
+
+    @torch.inference_mode()
+    def start_running(self, sequence: T, first_token: int) -> None:
+        """``sequence`` (fully prefilled) decodes from the next step on, after ``first_token``."""
+        self._apply(self.table.start_running(sequence))
+        self.last_tokens[self.table.row_of(sequence)] = first_token
+
+    @torch.inference_mode()
+    def release(self, sequence: T) -> None:
+        """``sequence`` leaves; its row is free (the running block stays contiguous)."""
+        self._apply(self.table.release(sequence))
+
+    @torch.inference_mode()
+    def decode(self) -> torch.Tensor:
+        """Next-token logits (running, vocab) for the running rows."""
+        count = self.table.running
+        lengths = self._host_lengths[:count]
+        longest = max(lengths)
+        return self.runner.decode(
+            self.cache,
+            self.last_tokens[:count],
+            self.lengths[:count],
+            longest,
+            uniform=min(lengths) == longest,
         )
-        self.next_positions = torch.cat([self.next_positions, new_positions])
-        self.last_tokens = torch.cat([self.last_tokens, first_tokens])
-        self._trim()
 
-    def keep(self, rows: Sequence[int]) -> None:
-        """Keep only ``rows`` (in this order); the others leave the batch."""
-        if len(rows) == len(self):
+    @torch.inference_mode()
+    def advance(self, tokens: torch.Tensor) -> None:
+        """Record a decode step: every running row grew by one token, ``tokens`` are next inputs."""
+        count = self.table.running
+        self.last_tokens[:count] = tokens
+        self.lengths[:count] += 1
+        for row in range(count):
+            self._host_lengths[row] += 1
+
+    @torch.inference_mode()
+    def clear(self) -> None:
+        """Forget every sequence (after a failure that may have left the cache inconsistent)."""
+        self.table.clear()
+        self.lengths.zero_()
+        self._host_lengths = [0] * self.table.capacity
+
+    @property
+    def tokens_held(self) -> int:
+        """KV tokens the rows in use hold now."""
+        rows = range(self.table.capacity)
+        return sum(self._host_lengths[r] for r in rows if self.table.occupant(r) is not None)
+
+    def _set_length(self, row: int, length: int) -> None:
+        self._host_lengths[row] = length
+        self.lengths[row] = length
+
+    def _apply(self, copies: list[RowCopy]) -> None:
+        if not copies:
             return
-        if not rows:
-            self.__init__()  # type: ignore[misc]
-            return
-        index = torch.tensor(list(rows), dtype=torch.long, device=self.attention_mask.device)
-        for layer in cache_layers(self.cache):
-            layer.batch_select_indices(index)
-        self.attention_mask = self.attention_mask.index_select(0, index)
-        self.next_positions = self.next_positions.index_select(0, index)
-        self.last_tokens = self.last_tokens.index_select(0, index)
-        self._trim()
-
-    def decode_inputs(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Inputs of the next decode step: last tokens, mask with one more column, positions."""
-        ones = torch.ones((len(self), 1), dtype=self.attention_mask.dtype, device=self.attention_mask.device)
-        return self.last_tokens, torch.cat([self.attention_mask, ones], dim=1), self.next_positions
-
-    def advance(self, cache: Any, attention_mask: torch.Tensor, tokens: torch.Tensor) -> None:
-        """Record a finished decode step and the tokens it produced."""
-        self.cache = cache
-        self.attention_mask = attention_mask
-        self.next_positions = self.next_positions + 1
-        self.last_tokens = tokens
-
-    def _trim(self) -> None:
-        """Drop leading columns that are padding in every row."""
-        if self.length == 0:
-            return
-        used = self.attention_mask.any(dim=0).nonzero()
-        first = int(used[0]) if used.numel() else self.length
-        if first == 0:
-            return
-        self.attention_mask = self.attention_mask[:, first:]
-        for layer in cache_layers(self.cache):
-            layer.keys = layer.keys[:, :, first:, :]
-            layer.values = layer.values[:, :, first:, :]
-
-
-def _pad_left(tensor: torch.Tensor, columns: int) -> torch.Tensor:
-    """Zero-pad a (B, H, L, D) K/V tensor with ``columns`` positions on the left."""
-    if columns == 0:
-        return tensor
-    batch, heads, _, dim = tensor.shape
-    zeros = torch.zeros((batch, heads, columns, dim), dtype=tensor.dtype, device=tensor.device)
-    return torch.cat([zeros, tensor], dim=2)
-
-
-def _pad_mask(mask: torch.Tensor, columns: int) -> torch.Tensor:
-    if columns == 0:
-        return mask
-    zeros = torch.zeros((mask.shape[0], columns), dtype=mask.dtype, device=mask.device)
-    return torch.cat([zeros, mask], dim=1)
+        self.cache.apply(copies, self._host_lengths)
+        for copy in copies:
+            if isinstance(copy, Move):
+                pairs = [(copy.source, copy.target)]
+            elif isinstance(copy, Swap):
+                pairs = [(copy.first, copy.second), (copy.second, copy.first)]
+            else:  # pragma: no cover - RowCopy is closed
+                raise TypeError(f"unknown row copy {copy!r}")
+            source = torch.tensor([p[0] for p in pairs], dtype=torch.long, device=self.lengths.device)
+            target = torch.tensor([p[1] for p in pairs], dtype=torch.long, device=self.lengths.device)
+            self.lengths[target] = self.lengths[source]
+            self.last_tokens[target] = self.last_tokens[source]
+            host = [self._host_lengths[s] for s, _ in pairs]
+            for (_, t), length in zip(pairs, host, strict=True):
+                self._host_lengths[t] = length

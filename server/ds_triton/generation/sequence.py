@@ -49,7 +49,12 @@ class GenerationOutput:
 
 
 class OutputSink(Protocol):
-    """Where a sequence's responses go (the Triton adapter implements it)."""
+    """Where a sequence's responses go (the Triton adapter implements it).
+
+    The engine thread calls these for every sequence at every step, so none may
+    block: ``is_cancelled`` reads a flag that another thread keeps up to date,
+    and ``send``/``fail`` only hand over to the thread that sends responses.
+    """
 
     def is_cancelled(self) -> bool: ...
 
@@ -77,9 +82,13 @@ class Sequence:
         self.generator = _generator(self.params.seed)
         self.arrival = time.monotonic()
         self.first_token_at: float | None = None
-        self.num_generated = 0
+        self.token_ids: list[int] = []  # generated so far
         self.finish_reason: FinishReason | None = None
-        self.released = False  # the engine gave its capacity back
+        self.prefilled = 0  # prompt tokens written into the KV cache
+        # KV tokens this sequence may hold, reserved from the batch's token budget.
+        self.reserved_tokens = len(prompt_ids) + self.params.max_tokens
+        self.admitted = False  # holds a cache row and its reserved tokens
+        self.released = False  # the engine gave its row and tokens back
         self._detokenizer = IncrementalDetokenizer(tokenizer, prompt_ids)
         self._stops = StopStringMatcher(self.params.stop)
         self._text: list[str] = []
@@ -90,30 +99,43 @@ class Sequence:
         return self.finish_reason is not None
 
     @property
+    def prompt_length(self) -> int:
+        return len(self.prompt_ids)
+
+    @property
+    def num_generated(self) -> int:
+        return len(self.token_ids)
+
+    @property
     def eos_blocked(self) -> bool:
-        """EOS may not end the sequence yet (``min_tokens``)."""
-        return self.num_generated < self.params.min_tokens
+        """EOS may not end the sequence at its next token (``min_tokens``)."""
+        return self._eos_blocked_at(self.num_generated)
+
+    def _eos_blocked_at(self, generated_before: int) -> bool:
+        return generated_before < self.params.min_tokens
 
     def accept(self, token_id: int) -> None:
         """Take the next sampled token; send what the client should see now."""
         if self.first_token_at is None:
             self.first_token_at = time.monotonic()
-        self.num_generated += 1
+        self.token_ids.append(token_id)
         self._unsent_tokens += 1
-        delta = ""
+        eos = token_id == self.eos_token_id and not self.params.ignore_eos and not self._eos_blocked_at(
+            self.num_generated - 1
+        )
+        text = "" if eos else self._detokenizer.add(token_id)
+        if eos or self.num_generated >= self.params.max_tokens:
+            # Bytes held back as an incomplete character come out as U+FFFD, as HF decode does.
+            text += self._detokenizer.flush()
         by_stop_string = False
-        if token_id == self.eos_token_id and not self.params.ignore_eos and not self.eos_blocked:
-            self.finish_reason = FinishReason.STOP
+        if self.num_generated <= self.params.min_tokens:
+            delta = text  # stop strings count only after min_tokens (vLLM's rule)
         else:
-            text = self._detokenizer.add(token_id)
-            if self.num_generated <= self.params.min_tokens:
-                delta = text  # stop strings count only after min_tokens (vLLM's rule)
-            else:
-                result = self._stops.feed(text)
-                delta, by_stop_string = result.text, result.stopped
-                if by_stop_string:
-                    self.finish_reason = FinishReason.STOP
-        if self.finish_reason is None and self.num_generated >= self.params.max_tokens:
+            result = self._stops.feed(text)
+            delta, by_stop_string = result.text, result.stopped
+        if by_stop_string or eos:
+            self.finish_reason = FinishReason.STOP
+        elif self.num_generated >= self.params.max_tokens:
             self.finish_reason = FinishReason.LENGTH
         if self.finish_reason is not None and not by_stop_string:
             delta += self._stops.flush()  # held-back text turned out not to be a stop string
