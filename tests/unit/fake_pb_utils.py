@@ -79,3 +79,78 @@ class Logger:
         pass
 
     log_warn = log_error = log_verbose = log_info
+
+
+TRITONSERVER_RESPONSE_COMPLETE_FINAL = 1
+
+
+class ResponseSender:
+    """Records what a decoupled model sends: (response, flags) in order."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[InferenceResponse, int]] = []
+
+    def send(self, response: InferenceResponse | None = None, flags: int = 0) -> None:
+        if self.final:
+            raise TritonError("response sent after the final one", TritonError.INTERNAL)
+        self.sent.append((response if response is not None else InferenceResponse([]), flags))
+
+    @property
+    def final(self) -> bool:
+        return bool(self.sent) and bool(self.sent[-1][1] & TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+
+
+class DecoupledRequest(InferenceRequest):
+    """A request of a decoupled model: a response sender, cancellation, request parameters."""
+
+    def __init__(self, inputs: list[Tensor], parameters: str = "", request_id: str = "") -> None:
+        super().__init__(inputs, request_id)
+        self.sender = ResponseSender()
+        self.cancelled = False
+        self.cancel_checks = 0
+        self._parameters = parameters
+
+    def get_response_sender(self) -> ResponseSender:
+        return self.sender
+
+    def is_cancelled(self) -> bool:
+        if self.sender.final:
+            raise AssertionError("is_cancelled() after the final response (Triton may have freed it)")
+        self.cancel_checks += 1
+        return self.cancelled
+
+    def parameters(self) -> str:
+        return self._parameters
+
+
+class Metric:
+    def __init__(self, labels: dict[str, str], buckets: list[float] | None = None) -> None:
+        self.labels = labels
+        self.buckets = buckets
+        self.value = 0.0
+        self.observations: list[float] = []
+
+    def increment(self, value: float) -> None:
+        self.value += value
+
+    def set(self, value: float) -> None:
+        self.value = value
+
+    def observe(self, value: float) -> None:
+        self.observations.append(value)
+
+
+class MetricFamily:
+    COUNTER = 0
+    GAUGE = 1
+    HISTOGRAM = 2
+
+    def __init__(self, name: str, description: str, kind: int) -> None:
+        self.name = name
+        self.kind = kind
+        self.metrics: list[Metric] = []
+
+    def Metric(self, labels: dict[str, str], buckets: list[float] | None = None) -> Metric:
+        metric = Metric(labels, buckets)
+        self.metrics.append(metric)
+        return metric
