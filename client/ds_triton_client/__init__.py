@@ -10,6 +10,7 @@ from ds_triton_client.client import Client
 from ds_triton_client.codec import GenerationResult
 from ds_triton_client.endpoints import Endpoint, parse_endpoints
 from ds_triton_client.errors import (
+    ClientClosedError,
     ClientError,
     DeadlineExceededError,
     InvalidInputError,
@@ -25,6 +26,7 @@ from ds_triton_client.options import ClientOptions
 __all__ = [
     "AsyncClient",
     "Client",
+    "ClientClosedError",
     "ClientError",
     "ClientOptions",
     "DeadlineExceededError",

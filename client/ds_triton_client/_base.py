@@ -1,27 +1,37 @@
-"""What the sync and async clients share: settings, balancer, retry rules, model facts.
+"""What the sync and async clients share: settings, balancer, requests built and results decoded.
 
-Like httpx's ``BaseClient``: everything that does not wait on I/O lives here, so
-``Client`` and ``AsyncClient`` differ only in how they wait.
+Like httpx's ``BaseClient``: everything that does not wait on I/O lives here (which
+request to send, how to read its answer, which endpoint to try and what to raise),
+so ``Client`` and ``AsyncClient`` differ only in how they wait.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from ds_triton_client.balancer import Balancer, EndpointState
-from ds_triton_client.endpoints import Endpoint, parse_endpoints
-from ds_triton_client.errors import (
-    ClientError,
-    DeadlineExceededError,
-    InvalidInputError,
-    StreamInterruptedError,
-    map_error,
+import numpy as np
+
+from ds_triton_client.balancer import Balancer
+from ds_triton_client.codec import (
+    EMBED_OUTPUT,
+    GenerationResult,
+    chunk_bounds,
+    combine_pieces,
+    embedding_inputs,
+    embedding_output,
+    generation_fields,
+    generation_piece,
+    normalize_stats,
 )
+from ds_triton_client.endpoints import Endpoint, parse_endpoints
+from ds_triton_client.errors import ClientClosedError, ClientError, InvalidInputError
+from ds_triton_client.failover import Failover
 from ds_triton_client.model_info import ModelInfo
 from ds_triton_client.options import ClientOptions, Protocol
 from ds_triton_client.retry import Deadline, RetryPolicy
+from ds_triton_client.transport.base import GenerationCall, Op, Outputs, infer
 
 DEFAULT_EMBED_MODEL = "text_embedding"
 DEFAULT_GENERATE_MODEL = "text_generation"
@@ -31,7 +41,8 @@ class BaseClient:
     """Shared state of a client over one or more Triton endpoints.
 
     Args:
-        urls: One URL, a comma-separated list or a sequence (``http://h:p``, ``grpc://h:p``).
+        urls: One URL, a comma-separated list or a sequence (``http://h:p``, ``grpc://h:p``,
+            ``https://h:p``, ``grpcs://h:p``).
         options: Settings; keyword overrides below replace single fields.
         protocol: Scheme for URLs written without one.
         models: Models the active health checks also probe (used ones are added).
@@ -54,12 +65,26 @@ class BaseClient:
         self.endpoints: list[Endpoint] = parse_endpoints(
             urls if isinstance(urls, str) else list(urls), self.options.protocol
         )
+        if any(self.options.tls_files) and not any(e.tls for e in self.endpoints):
+            # Certificates for a plaintext URL are a mistake that would send secrets in clear.
+            raise ValueError("TLS files are set but no endpoint is https:// or grpcs://")
         self._balancer = Balancer(self.endpoints, self.options.max_fails, self.options.fail_timeout)
         self._retry = RetryPolicy(
             self.options.max_attempts, self.options.backoff_base, self.options.backoff_max
         )
         self._watched: set[str] = set(models)
         self._model_info: dict[str, ModelInfo] = {}
+        self._closed = False
+        self._transports = {e: self._make_transport(e, self.options) for e in self.endpoints}
+        self._setup()
+
+    def _make_transport(self, endpoint: Endpoint, options: ClientOptions) -> Any:
+        """The sync or async transport of one endpoint (each client chooses its kind)."""
+        raise NotImplementedError
+
+    def _setup(self) -> None:
+        """Create what the sync or async client waits with (threads, pools, tasks)."""
+        raise NotImplementedError
 
     @property
     def balancer(self) -> Balancer:
@@ -70,52 +95,97 @@ class BaseClient:
     def watched_models(self) -> frozenset[str]:
         return frozenset(self._watched)
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClientClosedError("the client is closed; create a new one")
+
+    # --- one call: its deadline and its walk over the endpoints --------------------------
+
     def _deadline(self, timeout: float | None) -> Deadline:
+        self._check_open()
         seconds = self.options.timeout if timeout is None else timeout
         if seconds <= 0:
             raise InvalidInputError(f"timeout must be > 0, got {seconds}")
         return Deadline(seconds)
 
-    def _settle_failure(
-        self,
-        state: EndpointState,
-        exc: Exception,
-        attempt: int,
-        tried: list[Endpoint],
-        deadline: Deadline,
-        stream_started: bool = False,
-    ) -> tuple[ClientError, float]:
-        """Record a failed attempt; raise unless the retry policy allows another.
+    def _failover(self, deadline: Deadline, model: str | None = None) -> Failover:
+        def served() -> None:
+            if model:
+                # Only models that served once are health-probed: a misspelt name must
+                # not mark every endpoint unhealthy.
+                self._watched.add(model)
 
-        Returns the typed error and the backoff to sleep before the next attempt,
-        with the endpoint added to ``tried`` so the next attempt goes elsewhere.
-        """
-        error = map_error(exc, state.endpoint.url)
-        self._balancer.release(state, failure=str(error) if error.counts_against_endpoint else None)
-        if stream_started:
-            raise StreamInterruptedError(
-                f"stream broke after it started: {error.message}", error.endpoint, error.status
-            ) from exc
-        if not self._retry.should_retry(error, attempt, stream_started):
-            raise error from exc
-        tried.append(state.endpoint)
-        return error, min(self._retry.delay(attempt), deadline.remaining())
+        return Failover(self._balancer, self._retry, deadline, served)
 
-    def _settle_success(self, state: EndpointState, model: str | None = None) -> None:
-        self._balancer.release(state)
-        if model:
-            # Only models that served once are health-probed: a misspelt name must
-            # not mark every endpoint unhealthy.
-            self._watched.add(model)
+    # --- requests and results ------------------------------------------------------------
+
+    def _remember_model(self, model: str, config: dict[str, Any]) -> ModelInfo:
+        info = self._model_info[model] = ModelInfo.from_config(config)
+        return info
 
     @staticmethod
-    def _deadline_error(deadline: Deadline, attempts: int, last: ClientError | None) -> DeadlineExceededError:
-        cause = f"; last error: {last}" if last else ""
-        return DeadlineExceededError(
-            f"deadline of {deadline.seconds:.3g}s passed after {attempts} attempt(s){cause}",
-            last.endpoint if last else None,
-        )
+    def _embed_chunks(texts: Sequence[str], info: ModelInfo) -> list[Sequence[str]]:
+        """The texts in request-sized chunks, all validated before anything is sent."""
+        embedding_inputs(texts)
+        return [texts[start:end] for start, end in chunk_bounds(len(texts), info.rows_per_request)]
 
-    def _embedding_dim(self, info: ModelInfo) -> int:
-        dims = info.output_dims.get("embedding") or (0,)
-        return dims[-1]
+    @staticmethod
+    def _embed_op(model: str, chunk: Sequence[str]) -> Op[Outputs]:
+        return infer(model, embedding_inputs(chunk), [EMBED_OUTPUT])
+
+    @staticmethod
+    def _embed_result(outputs: Mapping[str, np.ndarray], chunk: Sequence[str]) -> np.ndarray:
+        return embedding_output(outputs, len(chunk))
+
+    @staticmethod
+    def _join_embeddings(parts: Sequence[np.ndarray], info: ModelInfo) -> np.ndarray:
+        if not parts:
+            dims = info.output_dims.get(EMBED_OUTPUT) or (0,)
+            return np.zeros((0, dims[-1]), dtype=np.float32)
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    @staticmethod
+    def _generation_fields(prompt: str, stream: bool, sampling: Mapping[str, Any]) -> dict[str, str | bool]:
+        """The request's inputs, validated before any I/O (bad sampling keys fail here)."""
+        return generation_fields(prompt, stream, sampling)
+
+    @staticmethod
+    def _generation_call(model: str, fields: Mapping[str, str | bool], info: ModelInfo) -> GenerationCall:
+        return GenerationCall(model, fields, info.max_batch_size > 0)
+
+    @staticmethod
+    def _generation_result(responses: Iterable[Mapping[str, Any]], endpoint: Endpoint) -> GenerationResult:
+        """The responses of one generation joined, attributed to the endpoint that served them."""
+        return combine_pieces((generation_piece(o) for o in responses), endpoint.url)
+
+    @staticmethod
+    def _stream_text(outputs: Mapping[str, Any]) -> str:
+        """The new text of one streamed response ("" for the empty final one)."""
+        return generation_piece(outputs).text
+
+    def _health_report(self, reasons: Mapping[Endpoint, str | None]) -> list[dict[str, object]]:
+        """Record fresh probe results and report every endpoint: balancer state, ready, reason."""
+        for endpoint, reason in reasons.items():
+            self._balancer.set_health(endpoint, reason is None, reason)
+        by_url = {e.url: reasons[e] for e in reasons}
+        return [
+            {
+                **state,
+                "ready": by_url[str(state["endpoint"])] is None,
+                "reason": by_url[str(state["endpoint"])],
+            }
+            for state in self._balancer.snapshot()
+        ]
+
+    @staticmethod
+    def _merge_stats(answers: Mapping[Endpoint, dict[str, Any] | ClientError]) -> dict[str, dict[str, Any]]:
+        """Statistics per reachable endpoint URL; the first error when none answered."""
+        found = {e.url: normalize_stats(a) for e, a in answers.items() if not isinstance(a, ClientError)}
+        errors = [a for a in answers.values() if isinstance(a, ClientError)]
+        if not found and errors:
+            raise errors[0]
+        return found

@@ -5,35 +5,27 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import numpy as np
 
 from ds_triton_client._base import DEFAULT_EMBED_MODEL, DEFAULT_GENERATE_MODEL, BaseClient
-from ds_triton_client.codec import (
-    EMBED_OUTPUT,
-    GenerationResult,
-    chunk_bounds,
-    combine_pieces,
-    embedding_inputs,
-    embedding_output,
-    generation_fields,
-    generation_piece,
-    normalize_stats,
-)
+from ds_triton_client.codec import GenerationResult
 from ds_triton_client.concurrency import map_bounded
 from ds_triton_client.endpoints import Endpoint
 from ds_triton_client.errors import ClientError, DeadlineExceededError
 from ds_triton_client.health import SyncHealthChecker, probe_sync
 from ds_triton_client.model_info import ModelInfo
-from ds_triton_client.options import ClientOptions, Protocol
+from ds_triton_client.options import ClientOptions
 from ds_triton_client.retry import Deadline
 from ds_triton_client.transport import SyncTransport, make_sync_transport
+from ds_triton_client.transport.base import model_config, repository_index, statistics
 
 T = TypeVar("T")
 Operation = Callable[[SyncTransport, float], T]
+Opener = Callable[[SyncTransport, float], Generator[T, None, None]]
 
 
 class Client(BaseClient):
@@ -43,52 +35,60 @@ class Client(BaseClient):
     a bounded worker pool for chunked calls and one connection pool per endpoint.
     """
 
-    def __init__(
-        self,
-        urls: str | Sequence[str],
-        *,
-        options: ClientOptions | None = None,
-        protocol: Protocol | None = None,
-        models: Iterable[str] = (),
-        **overrides: Any,
-    ) -> None:
-        super().__init__(urls, options=options, protocol=protocol, models=models, **overrides)
-        self._transports: dict[Endpoint, SyncTransport] = {
-            e: make_sync_transport(e, self.options) for e in self.endpoints
-        }
+    _transports: dict[Endpoint, SyncTransport]
+
+    def _make_transport(self, endpoint: Endpoint, options: ClientOptions) -> SyncTransport:
+        return make_sync_transport(endpoint, options)
+
+    def _setup(self) -> None:
         self._slots = threading.BoundedSemaphore(self.options.max_concurrency)
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
         self._health = SyncHealthChecker(
-            self._balancer,
-            self._transports,
-            lambda: self.watched_models,
-            self.options.health_interval,
-            self.options.health_timeout,
+            self._balancer, self._transports, lambda: self.watched_models, self.options
         )
         if self.options.health_interval > 0:
             self._health.start()
 
-    # --- the retry/failover loop ---------------------------------------------------------
+    # --- the one I/O loop: attempts over endpoints ---------------------------------------
+
+    def _run(self, open_items: Opener[T], deadline: Deadline, model: str | None = None) -> Iterator[T]:
+        """Yield the items of the first attempt that succeeds, failing over as allowed.
+
+        An attempt that fails before its first item is repeated elsewhere (if the
+        error allows); one that fails after it raises ``StreamInterruptedError``.
+        """
+        failover = self._failover(deadline, model)
+        while True:
+            state = failover.next_endpoint()
+            started = False
+            try:
+                with (
+                    self._slot(deadline),
+                    contextlib.closing(
+                        open_items(self._transports[state.endpoint], deadline.remaining())
+                    ) as items,
+                ):
+                    for item in items:
+                        started = True
+                        yield item
+            except GeneratorExit:
+                failover.abandoned(state)
+                raise
+            except Exception as exc:
+                time.sleep(failover.failed(state, exc, started))
+                continue
+            failover.succeeded(state)
+            return
 
     def _call(self, operation: Operation[T], deadline: Deadline, model: str | None = None) -> T:
-        """Run ``operation`` on the best endpoint, failing over and backing off as allowed."""
-        tried: list[Endpoint] = []
-        last: ClientError | None = None
-        for attempt in range(1, self._retry.max_attempts + 1):
-            if deadline.expired():
-                raise self._deadline_error(deadline, attempt - 1, last)
-            state = self._balancer.acquire(avoid=tried)
-            try:
-                with self._slot(deadline):
-                    result = operation(self._transports[state.endpoint], deadline.remaining())
-            except Exception as exc:
-                last, backoff = self._settle_failure(state, exc, attempt, tried, deadline)
-                time.sleep(backoff)
-                continue
-            self._settle_success(state, model)
-            return result
-        raise last if last else self._deadline_error(deadline, 0, None)
+        """Run one request-response ``operation`` with failover."""
+
+        def once(transport: SyncTransport, left: float) -> Generator[T, None, None]:
+            yield operation(transport, left)
+
+        (result,) = self._run(once, deadline, model)
+        return result
 
     @contextlib.contextmanager
     def _slot(self, deadline: Deadline) -> Iterator[None]:
@@ -109,9 +109,10 @@ class Client(BaseClient):
 
     def model_info(self, model: str, timeout: float | None = None) -> ModelInfo:
         """The model's batching and output facts, read once from its config."""
+        self._check_open()
         if model not in self._model_info:
-            config = self._call(lambda t, left: t.model_config(model, left), self._deadline(timeout))
-            self._model_info[model] = ModelInfo.from_config(config)
+            config = self._call(lambda t, left: t.call(model_config(model), left), self._deadline(timeout))
+            self._remember_model(model, config)
         return self._model_info[model]
 
     # --- calls ---------------------------------------------------------------------------
@@ -134,46 +135,36 @@ class Client(BaseClient):
             texts = [texts]
         deadline = self._deadline(timeout)
         info = self.model_info(model, deadline.remaining())
-        if not texts:
-            return np.zeros((0, self._embedding_dim(info)), dtype=np.float32)
-        embedding_inputs(texts)  # validate everything before sending anything
-        bounds = chunk_bounds(len(texts), info.rows_per_request)
+        chunks = self._embed_chunks(texts, info)
 
-        def run(bound: tuple[int, int]) -> np.ndarray:
-            chunk = texts[bound[0] : bound[1]]
-            outputs = self._call(
-                lambda t, left: t.infer(model, embedding_inputs(chunk), [EMBED_OUTPUT], left), deadline, model
-            )
-            return embedding_output(outputs, len(chunk))
+        def run(chunk: Sequence[str]) -> np.ndarray:
+            op = self._embed_op(model, chunk)
+            answer = self._call(lambda t, left: t.call(op, left), deadline, model)
+            return self._embed_result(answer, chunk)
 
-        if len(bounds) == 1:
-            return run(bounds[0])
-        return np.concatenate(map_bounded(self._executor(), run, bounds, self.options.max_concurrency))
+        if len(chunks) > 1:
+            parts = map_bounded(self._executor(), run, chunks, self.options.max_concurrency)
+        else:
+            parts = [run(chunk) for chunk in chunks]
+        return self._join_embeddings(parts, info)
 
     def generate(
         self, prompt: str, model: str = DEFAULT_GENERATE_MODEL, timeout: float | None = None, **sampling: Any
     ) -> GenerationResult:
-        """Generate a completion of ``prompt``; ``sampling``: max_tokens, temperature, top_p, top_k,
-        seed, stop, ignore_eos.
+        """Generate a completion of ``prompt``; ``sampling``: any key of
+        ``ds_triton_interface.SAMPLING_KEYS`` (max_tokens, temperature, top_p, top_k, seed,
+        stop, ignore_eos, min_tokens).
 
         Returns:
-            ``GenerationResult`` with ``text`` and ``num_input_tokens``/``num_output_tokens``.
+            ``GenerationResult`` with ``text``, ``num_input_tokens``/``num_output_tokens``,
+            ``finish_reason`` and the ``endpoint`` that served it.
         """
+        fields = self._generation_fields(prompt, False, sampling)
         deadline = self._deadline(timeout)
-        fields = generation_fields(prompt, False, sampling)
-        batched = self.model_info(model, deadline.remaining()).max_batch_size > 0
-        served: list[str] = []
-
-        def run(transport: SyncTransport, left: float) -> GenerationResult:
-            result = combine_pieces(
-                generation_piece(o) for o in transport.generate(model, fields, batched, left)
-            )
-            served.append(getattr(transport, "endpoint", ""))
-            return result
-
-        result = self._call(run, deadline, model)
-        result.endpoint = str(served[-1]) if served else None
-        return result
+        call = self._generation_call(model, fields, self.model_info(model, deadline.remaining()))
+        return self._call(
+            lambda t, left: self._generation_result(t.generate(call, left), t.endpoint), deadline, model
+        )
 
     def stream(
         self, prompt: str, model: str = DEFAULT_GENERATE_MODEL, timeout: float | None = None, **sampling: Any
@@ -183,79 +174,52 @@ class Client(BaseClient):
         Failures before the first piece fail over like any call; after it, the
         stream is never retried and ``StreamInterruptedError`` is raised.
         """
+        fields = self._generation_fields(prompt, True, sampling)
         deadline = self._deadline(timeout)
-        fields = generation_fields(prompt, True, sampling)
-        batched = self.model_info(model, deadline.remaining()).max_batch_size > 0
-        tried: list[Endpoint] = []
-        last: ClientError | None = None
-        for attempt in range(1, self._retry.max_attempts + 1):
-            if deadline.expired():
-                raise self._deadline_error(deadline, attempt - 1, last)
-            state = self._balancer.acquire(avoid=tried)
-            started = False
-            try:
-                with (
-                    self._slot(deadline),
-                    contextlib.closing(
-                        self._transports[state.endpoint].generate(
-                            model, fields, batched, deadline.remaining()
-                        )
-                    ) as responses,
-                ):
-                    for outputs in responses:
-                        piece = generation_piece(outputs)
-                        if piece.text:
-                            started = True
-                            yield piece.text
-            except GeneratorExit:
-                self._balancer.release(state)  # the consumer stopped: not the endpoint's fault
-                raise
-            except Exception as exc:
-                last, backoff = self._settle_failure(state, exc, attempt, tried, deadline, started)
-                time.sleep(backoff)
-                continue
-            self._settle_success(state, model)
-            return
-        if last:
-            raise last
+        call = self._generation_call(model, fields, self.model_info(model, deadline.remaining()))
+
+        def pieces(transport: SyncTransport, left: float) -> Generator[str, None, None]:
+            with contextlib.closing(transport.generate(call, left)) as responses:
+                for outputs in responses:
+                    if text := self._stream_text(outputs):
+                        yield text
+
+        yield from self._run(pieces, deadline, model)
 
     def health(self) -> list[dict[str, object]]:
         """Probe every endpoint now; each entry: endpoint, ready, reason, and balancer state."""
-        report = []
-        for state in self._balancer.snapshot():
-            endpoint = next(e for e in self.endpoints if e.url == state["endpoint"])
-            reason = probe_sync(self._transports[endpoint], self.watched_models, self.options.health_timeout)
-            self._balancer.set_health(endpoint, reason is None, reason)
-            report.append({**state, "ready": reason is None, "reason": reason})
-        return report
+        self._check_open()
+        timeout = self.options.health_timeout
+        return self._health_report(
+            {e: probe_sync(t, self.watched_models, timeout) for e, t in self._transports.items()}
+        )
 
     def ready(self, model: str) -> bool:
         """Whether at least one endpoint has ``model`` ready."""
+        self._check_open()
         timeout = self.options.health_timeout
-        return any(
-            t.server_ready(timeout) and t.model_ready(model, timeout) for t in self._transports.values()
-        )
+        return any(probe_sync(t, frozenset([model]), timeout) is None for t in self._transports.values())
 
     def models(self, timeout: float | None = None) -> list[dict[str, Any]]:
         """The model repository index (name, version, state) of a healthy endpoint."""
-        return self._call(lambda t, left: t.models(left), self._deadline(timeout))
+        return self._call(lambda t, left: t.call(repository_index(), left), self._deadline(timeout))
 
     def stats(self, model: str, timeout: float | None = None) -> dict[str, dict[str, Any]]:
         """Inference statistics of ``model`` per reachable endpoint URL (counters as ints)."""
         deadline = self._deadline(timeout)
-        found: dict[str, dict[str, Any]] = {}
-        errors: list[ClientError] = []
+        answers: dict[Endpoint, dict[str, Any] | ClientError] = {}
         for endpoint, transport in self._transports.items():
             try:
-                found[endpoint.url] = normalize_stats(transport.stats(model, deadline.remaining()))
+                answers[endpoint] = transport.call(statistics(model), deadline.remaining())
             except ClientError as exc:
-                errors.append(exc)
-        if not found and errors:
-            raise errors[0]
-        return found
+                answers[endpoint] = exc
+        return self._merge_stats(answers)
 
     def close(self) -> None:
-        """Stop the health thread, the worker pool and every connection pool."""
+        """Stop the health thread, the worker pool and every connection pool (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
         self._health.stop()
         with self._pool_lock:
             if self._pool is not None:
@@ -265,6 +229,7 @@ class Client(BaseClient):
             transport.close()
 
     def __enter__(self) -> Client:
+        self._check_open()
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -16,27 +16,12 @@ from typing import Any
 
 import numpy as np
 
+import ds_triton_interface as interface
 from ds_triton_client.errors import InvalidInputError
-from ds_triton_interface import (
-    EMBED_EMBEDDING,
-    EMBED_TEXT,
-    EXCLUDE_INPUT_IN_OUTPUT,
-    FINISH_REASON,
-    GENERATION,
-    NUM_INPUT_TOKENS,
-    NUM_OUTPUT_TOKENS,
-    SAMPLING_KEYS,
-    SAMPLING_PARAMETERS,
-    STREAM,
-    TEXT_INPUT,
-    TEXT_OUTPUT,
-    embedding_interface,
-    request_flag,
-)
 
-EMBED_INPUT = EMBED_TEXT
-EMBED_OUTPUT = EMBED_EMBEDDING
-_EMBED_DATATYPE = embedding_interface(1).input(EMBED_TEXT).datatype
+EMBED_INPUT = interface.EMBED_TEXT
+EMBED_OUTPUT = interface.EMBED_EMBEDDING
+_EMBED_DATATYPE = interface.embedding_interface(1).input(interface.EMBED_TEXT).datatype
 
 
 @dataclass(frozen=True)
@@ -90,9 +75,11 @@ def sampling_json(sampling: Mapping[str, Any]) -> str:
     for name, value in sampling.items():
         if value is None:
             continue
-        key = SAMPLING_KEYS.get(name)
+        key = interface.SAMPLING_KEYS.get(name)
         if key is None:
-            raise InvalidInputError(f"unknown sampling parameter {name!r}; allowed: {sorted(SAMPLING_KEYS)}")
+            raise InvalidInputError(
+                f"unknown sampling parameter {name!r}; allowed: {sorted(interface.SAMPLING_KEYS)}"
+            )
         problem = key.problem(value)
         if problem:
             raise InvalidInputError(f"sampling parameter {name!r} {problem}, got {value!r}")
@@ -105,13 +92,13 @@ def generation_fields(prompt: str, stream: bool, sampling: Mapping[str, Any]) ->
     if not isinstance(prompt, str) or not prompt:
         raise InvalidInputError("prompt must be a non-empty str")
     return {
-        TEXT_INPUT: prompt,
-        STREAM: stream,
-        SAMPLING_PARAMETERS: sampling_json(sampling),
-        EXCLUDE_INPUT_IN_OUTPUT: True,
-        request_flag(FINISH_REASON): True,
-        request_flag(NUM_INPUT_TOKENS): True,
-        request_flag(NUM_OUTPUT_TOKENS): True,
+        interface.TEXT_INPUT: prompt,
+        interface.STREAM: stream,
+        interface.SAMPLING_PARAMETERS: sampling_json(sampling),
+        interface.EXCLUDE_INPUT_IN_OUTPUT: True,
+        interface.request_flag(interface.FINISH_REASON): True,
+        interface.request_flag(interface.NUM_INPUT_TOKENS): True,
+        interface.request_flag(interface.NUM_OUTPUT_TOKENS): True,
     }
 
 
@@ -120,7 +107,7 @@ def fields_to_tensors(fields: Mapping[str, str | bool], batched: bool) -> list[T
     shape = (1, 1) if batched else (1,)
     tensors = []
     for name, value in fields.items():
-        datatype = GENERATION.input(name).datatype
+        datatype = interface.GENERATION.input(name).datatype
         if datatype == "BOOL":
             data: np.ndarray = np.array([bool(value)], dtype=np.bool_).reshape(shape)
         else:
@@ -182,10 +169,10 @@ def _scalar(value: Any) -> Any:
 
 def generation_piece(outputs: Mapping[str, Any]) -> GenerationPiece:
     """Read one generation response (tensors from gRPC, JSON from HTTP) into a piece."""
-    text = _scalar(outputs.get(TEXT_OUTPUT, "")) or ""
-    n_in = _scalar(outputs.get(NUM_INPUT_TOKENS))
-    n_out = _scalar(outputs.get(NUM_OUTPUT_TOKENS))
-    reason = _scalar(outputs.get(FINISH_REASON))
+    text = _scalar(outputs.get(interface.TEXT_OUTPUT, "")) or ""
+    n_in = _scalar(outputs.get(interface.NUM_INPUT_TOKENS))
+    n_out = _scalar(outputs.get(interface.NUM_OUTPUT_TOKENS))
+    reason = _scalar(outputs.get(interface.FINISH_REASON))
     return GenerationPiece(
         str(text),
         int(n_in) if n_in is not None else None,

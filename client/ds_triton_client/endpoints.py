@@ -1,4 +1,4 @@
-"""Endpoint addresses: ``http://host:port``, ``grpc://host:port`` or bare ``host:port``."""
+"""Endpoint addresses: ``http(s)://host:port``, ``grpc(s)://host:port`` or bare ``host:port``."""
 
 from __future__ import annotations
 
@@ -7,16 +7,24 @@ from urllib.parse import urlsplit
 
 from ds_triton_client.options import Protocol
 
-_DEFAULT_PORTS: dict[str, int] = {"http": 8000, "grpc": 8001}
+#: scheme -> (protocol, TLS, default port). TLS endpoints default to 443: Triton's HTTP
+#: has no TLS, so ``https`` is a balancer in front of it (gRPC TLS may be Triton's own).
+_SCHEMES: dict[str, tuple[Protocol, bool, int]] = {
+    "http": ("http", False, 8000),
+    "grpc": ("grpc", False, 8001),
+    "https": ("http", True, 443),
+    "grpcs": ("grpc", True, 443),
+}
 
 
 @dataclass(frozen=True)
 class Endpoint:
-    """One Triton server as the client addresses it."""
+    """One Triton server (or a balancer in front of some) as the client addresses it."""
 
     protocol: Protocol
     host: str
     port: int
+    tls: bool = False
 
     @property
     def address(self) -> str:
@@ -24,8 +32,12 @@ class Endpoint:
         return f"{self.host}:{self.port}"
 
     @property
+    def scheme(self) -> str:
+        return f"{self.protocol}s" if self.tls else self.protocol
+
+    @property
     def url(self) -> str:
-        return f"{self.protocol}://{self.address}"
+        return f"{self.scheme}://{self.address}"
 
     def __str__(self) -> str:
         return self.url
@@ -35,21 +47,21 @@ def parse_endpoint(text: str, default_protocol: Protocol = "http") -> Endpoint:
     """Parse one endpoint; the scheme chooses the protocol, else ``default_protocol``.
 
     Raises:
-        ValueError: The scheme is not http/grpc or the address has no host.
+        ValueError: The scheme is not http(s)/grpc(s) or the address has no host.
     """
     raw = text.strip()
     if "://" not in raw:
         raw = f"{default_protocol}://{raw}"
     parts = urlsplit(raw)
     scheme = parts.scheme.lower()
-    if scheme not in _DEFAULT_PORTS:
-        raise ValueError(f"endpoint {text!r}: scheme must be http:// or grpc://")
+    if scheme not in _SCHEMES:
+        raise ValueError(f"endpoint {text!r}: scheme must be http://, https://, grpc:// or grpcs://")
     if not parts.hostname:
         raise ValueError(f"endpoint {text!r}: missing host")
     if parts.path not in ("", "/"):
         raise ValueError(f"endpoint {text!r}: a Triton endpoint has no path")
-    protocol: Protocol = "grpc" if scheme == "grpc" else "http"
-    return Endpoint(protocol, parts.hostname, parts.port or _DEFAULT_PORTS[scheme])
+    protocol, tls, default_port = _SCHEMES[scheme]
+    return Endpoint(protocol, parts.hostname, parts.port or default_port, tls)
 
 
 def parse_endpoints(

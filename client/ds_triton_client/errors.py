@@ -12,6 +12,7 @@ import builtins
 import socket
 
 __all__ = [
+    "ClientClosedError",
     "ClientError",
     "DeadlineExceededError",
     "InvalidInputError",
@@ -88,6 +89,10 @@ class ServerError(ClientError):
 
 class StreamInterruptedError(ClientError):
     """A stream broke after it had started; it is never retried (pieces were already delivered)."""
+
+
+class ClientClosedError(ClientError):
+    """The client was used after ``close()``/``aclose()``; nothing was sent."""
 
 
 class NoHealthyEndpointError(ClientError):

@@ -10,58 +10,79 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from ds_triton_client.balancer import Balancer
 from ds_triton_client.endpoints import Endpoint
-from ds_triton_client.transport.base import AsyncTransport, SyncTransport
+from ds_triton_client.options import ClientOptions
+from ds_triton_client.transport.base import AsyncTransport, Op, SyncTransport, model_ready, server_ready
+
+
+def _probes(models: frozenset[str]) -> list[tuple[Op[bool], str]]:
+    """What to ask, in order, and the reason to report when the answer is no."""
+    return [(server_ready(), "server not ready")] + [
+        (model_ready(model), f"model {model!r} not ready") for model in sorted(models)
+    ]
 
 
 def probe_sync(transport: SyncTransport, models: frozenset[str], timeout: float) -> str | None:
     """None when the server and every model are ready, else the reason."""
-    if not transport.server_ready(timeout):
-        return "server not ready"
-    for model in sorted(models):
-        if not transport.model_ready(model, timeout):
-            return f"model {model!r} not ready"
+    for op, reason in _probes(models):
+        try:
+            if not transport.call(op, timeout):
+                return reason
+        except Exception:  # any failure means not ready; the health thread must go on
+            return reason
     return None
 
 
 async def probe_async(transport: AsyncTransport, models: frozenset[str], timeout: float) -> str | None:
     """The asyncio twin of ``probe_sync``."""
-    if not await transport.server_ready(timeout):
-        return "server not ready"
-    for model in sorted(models):
-        if not await transport.model_ready(model, timeout):
-            return f"model {model!r} not ready"
+    for op, reason in _probes(models):
+        try:
+            if not await transport.call(op, timeout):
+                return reason
+        except Exception:
+            return reason
     return None
 
 
-class SyncHealthChecker:
-    """Probes every endpoint each ``interval`` seconds on one thread."""
+class _Checker:
+    """What both checkers hold: whom to probe, which models, how often, how long to wait."""
 
     def __init__(
         self,
         balancer: Balancer,
-        transports: Mapping[Endpoint, SyncTransport],
+        transports: Mapping[Endpoint, Any],
         models: Callable[[], frozenset[str]],
-        interval: float,
-        timeout: float,
+        options: ClientOptions,
     ) -> None:
         self._balancer = balancer
         self._transports = transports
         self._models = models
-        self._interval = interval
-        self._timeout = timeout
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._interval = options.health_interval
+        self._timeout = options.health_timeout
 
-    def check_now(self) -> None:
-        for endpoint, transport in self._transports.items():
-            reason = probe_sync(transport, self._models(), self._timeout)
+    def _record(self, endpoints: Iterable[Endpoint], reasons: Iterable[str | None]) -> None:
+        for endpoint, reason in zip(endpoints, reasons, strict=True):
             self._balancer.set_health(endpoint, reason is None, reason)
 
+
+class SyncHealthChecker(_Checker):
+    """Probes every endpoint each ``health_interval`` seconds on one thread."""
+
+    _transports: Mapping[Endpoint, SyncTransport]
+    _thread: threading.Thread | None = None
+
+    def check_now(self) -> None:
+        endpoints = list(self._transports)
+        self._record(
+            endpoints, [probe_sync(self._transports[e], self._models(), self._timeout) for e in endpoints]
+        )
+
     def start(self) -> None:
+        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="ds-triton-health", daemon=True)
         self._thread.start()
 
@@ -70,37 +91,27 @@ class SyncHealthChecker:
             self.check_now()
 
     def stop(self) -> None:
-        self._stop.set()
         if self._thread is not None:
+            self._stop.set()
             self._thread.join()
             self._thread = None
 
 
-class AsyncHealthChecker:
-    """Probes every endpoint each ``interval`` seconds in one task of the client's loop."""
+class AsyncHealthChecker(_Checker):
+    """Probes every endpoint each ``health_interval`` seconds in one task of the client's loop."""
 
-    def __init__(
-        self,
-        balancer: Balancer,
-        transports: Mapping[Endpoint, AsyncTransport],
-        models: Callable[[], frozenset[str]],
-        interval: float,
-        timeout: float,
-    ) -> None:
-        self._balancer = balancer
-        self._transports = transports
-        self._models = models
-        self._interval = interval
-        self._timeout = timeout
-        self._task: asyncio.Task[None] | None = None
+    _transports: Mapping[Endpoint, AsyncTransport]
+    _task: asyncio.Task[None] | None = None
 
     async def check_now(self) -> None:
         endpoints = list(self._transports)
-        reasons = await asyncio.gather(
-            *(probe_async(self._transports[e], self._models(), self._timeout) for e in endpoints)
+        models = self._models()
+        self._record(
+            endpoints,
+            await asyncio.gather(
+                *(probe_async(self._transports[e], models, self._timeout) for e in endpoints)
+            ),
         )
-        for endpoint, reason in zip(endpoints, reasons, strict=True):
-            self._balancer.set_health(endpoint, reason is None, reason)
 
     def ensure_started(self) -> None:
         """Start the task if it is not running (needs a running loop)."""

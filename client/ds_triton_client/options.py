@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Literal
 
 Protocol = Literal["http", "grpc"]
@@ -24,7 +25,14 @@ class ClientOptions:
         health_interval: Seconds between active health checks; 0 disables them.
         health_timeout: Deadline of one health probe in seconds.
         max_concurrency: Requests in flight per client (bounds threads, tasks and chunks).
-        pool_size: Connections kept per endpoint.
+        pool_size: Connections kept per endpoint (HTTP: pooled connections; gRPC: channels,
+            each multiplexing any number of calls and streams).
+        ca_file: PEM bundle that verifies the servers of ``https://``/``grpcs://`` endpoints
+            (default: the system's trust store).
+        cert_file: PEM client certificate for mutual TLS (with ``key_file``).
+        key_file: PEM private key of ``cert_file``.
+        headers: Sent with every request (HTTP headers, gRPC metadata), e.g. the admin key
+            of a server started with restricted APIs.
     """
 
     protocol: Protocol = "http"
@@ -38,6 +46,10 @@ class ClientOptions:
     health_timeout: float = 1.0
     max_concurrency: int = 8
     pool_size: int = 8
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         checks = {
@@ -57,3 +69,13 @@ class ClientOptions:
             raise ValueError(f"invalid ClientOptions field(s): {', '.join(bad)}")
         if self.protocol not in ("http", "grpc"):
             raise ValueError(f"invalid ClientOptions field(s): protocol={self.protocol!r}")
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("ClientOptions: cert_file and key_file go together (mutual TLS)")
+        for name, value in self.headers.items():
+            if not name or name != name.strip() or any(c in name + value for c in "\r\n"):
+                raise ValueError(f"ClientOptions: invalid header {name!r}")
+
+    @property
+    def tls_files(self) -> tuple[str | None, str | None, str | None]:
+        """``(ca_file, cert_file, key_file)``."""
+        return self.ca_file, self.cert_file, self.key_file

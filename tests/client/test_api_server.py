@@ -11,6 +11,8 @@ from tests.client.conftest import EMBED_MODEL, Replica
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
 TEXTS = [f"sentence {i} about {'cats' if i % 2 else 'ships'}" for i in range(150)]  # 3 chunks of <= 64
+# The first and last row of every chunk (max_batch_size 64), embedded alone as the reference.
+CHUNK_EDGES = [0, 63, 64, 127, 128, 149]
 
 
 def url_for(replica: Replica, scheme: str) -> str:
@@ -21,13 +23,16 @@ def url_for(replica: Replica, scheme: str) -> str:
 async def test_async_and_sync_give_identical_embeddings(replica_a: Replica, scheme: str) -> None:
     url = url_for(replica_a, scheme)
     with Client(url, health_interval=0) as client:
+        assert client.model_info(EMBED_MODEL).max_batch_size == 64
         sync_vectors = client.embed(TEXTS)
-        one_by_one = np.concatenate([client.embed([t]) for t in TEXTS[:5]])
+        alone = np.concatenate([client.embed([TEXTS[i]]) for i in CHUNK_EDGES])
     async with AsyncClient(url, health_interval=0) as aclient:
         async_vectors = await aclient.embed(TEXTS)
     assert sync_vectors.shape == (150, 384) and sync_vectors.dtype == np.float32
-    np.testing.assert_array_equal(async_vectors, sync_vectors)
-    np.testing.assert_allclose(one_by_one, sync_vectors[:5], atol=1e-5)  # order kept across chunks
+    # Each row is its own text's embedding in every chunk, for both clients.
+    np.testing.assert_allclose(sync_vectors[CHUNK_EDGES], alone, atol=1e-5)
+    np.testing.assert_allclose(async_vectors[CHUNK_EDGES], alone, atol=1e-5)
+    np.testing.assert_allclose(async_vectors, sync_vectors, atol=1e-6)
     np.testing.assert_allclose(np.linalg.norm(sync_vectors, axis=1), 1.0, atol=1e-4)
 
 

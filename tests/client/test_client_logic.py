@@ -10,9 +10,16 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ds_triton_client import AsyncClient, Client, ServerConnectionError, StreamInterruptedError
-from ds_triton_client.codec import Tensor
+from ds_triton_client import (
+    AsyncClient,
+    Client,
+    ClientClosedError,
+    ServerConnectionError,
+    StreamInterruptedError,
+)
+from ds_triton_client.endpoints import Endpoint, parse_endpoint
 from ds_triton_client.model_info import ModelInfo
+from ds_triton_client.transport.base import GenerationCall, Op
 
 URLS = ["http://127.0.0.1:1", "http://127.0.0.1:2"]
 EMBED_INFO = ModelInfo("text_embedding", 4, {"embedding": (2,)}, False)
@@ -22,15 +29,22 @@ GEN_INFO = ModelInfo("text_generation", 0, {"text_output": (-1,)}, True)
 class FakeTransport:
     """Scripted endpoint: embeds a text as [len, first code point]; streams ``pieces``."""
 
-    def __init__(self, pieces: Sequence[str] = ("a", "b", "c"), fail_at: int | None = None) -> None:
+    def __init__(
+        self,
+        pieces: Sequence[str] = ("a", "b", "c"),
+        fail_at: int | None = None,
+        endpoint: Endpoint | None = None,
+    ) -> None:
         self.pieces = list(pieces)
         self.fail_at = fail_at  # raise a connection error before piece number fail_at
+        self.endpoint = endpoint or parse_endpoint(URLS[0])
         self.rows_per_call: list[int] = []
         self.streams = 0
         self.lock = threading.Lock()
 
-    def infer(self, model: str, inputs: Sequence[Tensor], outputs: Sequence[str], timeout: float) -> dict:
-        texts = [bytes(b).decode() for b in inputs[0].data.reshape(-1)]
+    def call(self, op: Op[Any], timeout: float) -> Any:
+        assert op.kind == "infer", op
+        texts = [bytes(b).decode() for b in op.inputs[0].data.reshape(-1)]
         with self.lock:
             self.rows_per_call.append(len(texts))
         return {"embedding": np.array([[len(t), ord(t[0])] for t in texts], dtype=np.float32)}
@@ -42,7 +56,7 @@ class FakeTransport:
                 raise ServerConnectionError("connection reset by peer")
             yield {"text_output": piece, "num_output_tokens": 1}
 
-    def generate(self, model: str, fields: Any, batched: bool, timeout: float) -> Any:
+    def generate(self, call: GenerationCall, timeout: float) -> Any:
         return self._pieces()
 
     def close(self) -> None:
@@ -56,6 +70,10 @@ class AsyncFakeTransport:
         self.sync = FakeTransport(pieces, fail_at)
 
     @property
+    def endpoint(self) -> Endpoint:
+        return self.sync.endpoint
+
+    @property
     def streams(self) -> int:
         return self.sync.streams
 
@@ -63,16 +81,14 @@ class AsyncFakeTransport:
     def rows_per_call(self) -> list[int]:
         return self.sync.rows_per_call
 
-    async def infer(
-        self, model: str, inputs: Sequence[Tensor], outputs: Sequence[str], timeout: float
-    ) -> dict:
-        return self.sync.infer(model, inputs, outputs, timeout)
+    async def call(self, op: Op[Any], timeout: float) -> Any:
+        return self.sync.call(op, timeout)
 
     async def _pieces(self) -> AsyncGenerator[Mapping[str, Any], None]:
         for item in self.sync._pieces():
             yield item
 
-    def generate(self, model: str, fields: Any, batched: bool, timeout: float) -> Any:
+    def generate(self, call: GenerationCall, timeout: float) -> Any:
         return self._pieces()
 
     async def close(self) -> None:
@@ -86,6 +102,8 @@ def pin_first_pick(client: Client | AsyncClient) -> None:
 
 def sync_client(*transports: FakeTransport, **options: Any) -> Client:
     client = Client(URLS[: len(transports)], health_interval=0, backoff_base=0.0, **options)
+    for endpoint, transport in zip(client.endpoints, transports, strict=True):
+        transport.endpoint = endpoint
     vars(client)["_transports"] = dict(zip(client.endpoints, transports, strict=True))
     client._model_info = {"text_embedding": EMBED_INFO, "text_generation": GEN_INFO}
     return client
@@ -93,6 +111,8 @@ def sync_client(*transports: FakeTransport, **options: Any) -> Client:
 
 def async_client(*transports: AsyncFakeTransport, **options: Any) -> AsyncClient:
     client = AsyncClient(URLS[: len(transports)], health_interval=0, backoff_base=0.0, **options)
+    for endpoint, transport in zip(client.endpoints, transports, strict=True):
+        transport.sync.endpoint = endpoint
     vars(client)["_transports"] = dict(zip(client.endpoints, transports, strict=True))
     client._model_info = {"text_embedding": EMBED_INFO, "text_generation": GEN_INFO}
     return client
@@ -106,15 +126,21 @@ def test_embed_chunks_to_max_batch_size_and_keeps_order() -> None:
     transport = FakeTransport()
     with sync_client(transport, max_concurrency=3) as client:
         np.testing.assert_array_equal(client.embed(TEXTS), EXPECTED)
+        assert client.embed([]).shape == (0, 2)
     assert sorted(transport.rows_per_call) == [3, 4, 4, 4, 4, 4]
-    assert client.embed.__doc__
 
 
 async def test_async_embed_matches_sync_on_the_same_transport() -> None:
     transport = AsyncFakeTransport()
-    async with async_client(transport, max_concurrency=2) as client:
-        np.testing.assert_array_equal(await client.embed(TEXTS), EXPECTED)
-    assert max(transport.rows_per_call) == 4
+    with sync_client(transport.sync, max_concurrency=3) as client:
+        sync_vectors = client.embed(TEXTS)
+    sync_calls = sorted(transport.rows_per_call)
+    transport.rows_per_call.clear()
+    async with async_client(transport, max_concurrency=2) as aclient:
+        async_vectors = await aclient.embed(TEXTS)
+    np.testing.assert_array_equal(async_vectors, sync_vectors)
+    np.testing.assert_array_equal(sync_vectors, EXPECTED)
+    assert sorted(transport.rows_per_call) == sync_calls == [3, 4, 4, 4, 4, 4]
 
 
 def test_stream_fails_over_when_the_first_endpoint_breaks_before_any_piece() -> None:
@@ -163,3 +189,35 @@ def test_consumer_stopping_a_stream_early_does_not_count_as_a_failure() -> None:
         stream.close()
         state = client.balancer.snapshot()[0]
         assert state["outstanding"] == 0 and state["failures"] == 0
+
+
+async def test_sync_and_async_attribute_a_generation_to_the_endpoint_that_served_it() -> None:
+    broken, healthy = FakeTransport(fail_at=0), FakeTransport()
+    with sync_client(broken, healthy) as client:
+        pin_first_pick(client)
+        sync_result = client.generate("hi")
+    abroken, ahealthy = AsyncFakeTransport(fail_at=0), AsyncFakeTransport()
+    async with async_client(abroken, ahealthy) as aclient:
+        pin_first_pick(aclient)
+        async_result = await aclient.generate("hi")
+    assert sync_result.endpoint == async_result.endpoint == URLS[1]
+    assert sync_result.text == async_result.text == "abc"
+
+
+async def test_a_closed_client_refuses_calls() -> None:
+    client = sync_client(FakeTransport())
+    client.close()
+    client.close()  # idempotent
+    with pytest.raises(ClientClosedError):
+        client.embed(["x"])
+    with pytest.raises(ClientClosedError):
+        next(client.stream("hi"))
+    with pytest.raises(ClientClosedError), client:
+        pass
+    aclient = async_client(AsyncFakeTransport())
+    await aclient.aclose()
+    await aclient.aclose()
+    with pytest.raises(ClientClosedError):
+        await aclient.generate("hi")
+    with pytest.raises(ClientClosedError):
+        await aclient.health()

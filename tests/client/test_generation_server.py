@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -49,3 +51,34 @@ def test_bad_sampling_is_rejected_with_the_key_named(generation_server: Replica,
             client.generate(PROMPT, temperature=-1.0)
         with pytest.raises(InvalidInputError, match="max_tokens"):
             list(client.stream(PROMPT, max_tokens=10**9))
+
+
+def test_grpc_generations_share_the_pooled_channels(
+    generation_server: Replica, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import grpc
+    from grpc import aio
+
+    opened: list[str] = []
+    for module in (grpc, aio):
+        real = module.insecure_channel
+
+        def spy(target: str, *args: Any, _real: Any = real, **kwargs: Any) -> Any:
+            opened.append(target)
+            return _real(target, *args, **kwargs)
+
+        monkeypatch.setattr(module, "insecure_channel", spy)
+    with Client(generation_server.grpc_url, health_interval=0, pool_size=2) as client:
+        texts = [client.generate(PROMPT, **GREEDY).text for _ in range(3)]
+        with ThreadPoolExecutor(4) as pool:  # concurrent streams multiplex over the same channels
+            streamed = list(pool.map(lambda _: "".join(client.stream(PROMPT, **GREEDY)), range(4)))
+    assert len(set(texts + streamed)) == 1
+    assert len(opened) <= 2, opened  # the pool, not a channel per generation
+    opened.clear()
+
+    async def run() -> list[str]:
+        async with AsyncClient(generation_server.grpc_url, health_interval=0, pool_size=1) as aclient:
+            return [(await aclient.generate(PROMPT, **GREEDY)).text for _ in range(3)]
+
+    assert len(set(asyncio.run(run()) + texts)) == 1
+    assert len(opened) == 1, opened

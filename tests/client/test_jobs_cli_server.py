@@ -66,7 +66,7 @@ def test_killed_batch_resumes_with_exactly_one_output_per_row(replica_a: Replica
         assert "from an earlier run" in resumed.stdout
         vectors = np.load(output)
         assert vectors.shape == (len(texts), 384) and not np.isnan(vectors).any()
-        np.testing.assert_allclose(vectors, client.embed(texts), atol=1e-5)  # right row, right place
+        np.testing.assert_allclose(vectors, client.embed(texts, timeout=300), atol=1e-5)  # right rows
         assert not partial_dir(output).exists() and not output.with_name("vectors.npy.errors.jsonl").exists()
         # Rows journaled before the kill were not sent again; only chunks in flight at the kill were.
         sent = inference_count(client, url) - before - len(texts)  # minus the reference embed above

@@ -115,6 +115,26 @@ def test_endpoint_scheme_chooses_protocol() -> None:
         parse_endpoints(["http://a:1", "a:1"])
 
 
+def test_tls_schemes() -> None:
+    https, grpcs = parse_endpoint("https://lb.example"), parse_endpoint("GRPCS://h:8443")
+    assert (https.protocol, https.tls, https.port, https.url) == ("http", True, 443, "https://lb.example:443")
+    assert (grpcs.protocol, grpcs.tls, grpcs.url) == ("grpc", True, "grpcs://h:8443")
+    assert not parse_endpoint("grpc://h:1").tls
+
+
+def test_tls_files_need_a_tls_endpoint_and_go_together() -> None:
+    from ds_triton_client import Client
+
+    with pytest.raises(ValueError, match="no endpoint is https"):
+        Client("http://127.0.0.1:1", ca_file="/ca.pem", health_interval=0)
+    with pytest.raises(ValueError, match="cert_file and key_file"):
+        ClientOptions(cert_file="/c.pem")
+    with pytest.raises(ValueError, match="TLS files"):
+        Client("https://127.0.0.1:1", ca_file="/no/such/ca.pem", health_interval=0)
+    with pytest.raises(ValueError, match="header"):
+        ClientOptions(headers={"x-key": "a\r\nb"})
+
+
 def test_options_validate_and_name_the_field() -> None:
     with pytest.raises(ValueError, match="max_attempts"):
         ClientOptions(max_attempts=0)

@@ -8,7 +8,6 @@ job rerun with the same arguments continues where it stopped.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -18,7 +17,8 @@ from typing import Any, Literal, Protocol
 import numpy as np
 from tqdm import tqdm
 
-from ds_triton_client.codec import GenerationResult
+from ds_triton_client.codec import EMBED_OUTPUT, GenerationResult
+from ds_triton_client.concurrency import gather_bounded
 from ds_triton_client.errors import ClientError, InvalidInputError
 from ds_triton_client.jobs.journal import Journal, partial_dir
 from ds_triton_client.jobs.reader import InputRow, read_rows
@@ -142,20 +142,8 @@ class _Job:
         self.progress.update(1)
 
     async def run(self, units: list[list[InputRow]], concurrency: int) -> None:
-        queue = iter(units)
         handler = self.embed if self.task == "embed" else self.generate
-
-        async def worker() -> None:
-            for unit in queue:
-                await handler(unit)
-
-        workers = [asyncio.ensure_future(worker()) for _ in range(min(concurrency, len(units)))]
-        try:
-            await asyncio.gather(*workers)
-        finally:
-            for task in workers:
-                task.cancel()
-            await asyncio.gather(*workers, return_exceptions=True)
+        await gather_bounded(handler, units, concurrency)
 
 
 async def run_batch(
@@ -199,14 +187,7 @@ async def run_batch(
     if concurrency < 1:
         raise ValueError("concurrency must be >= 1")
     rows = read_rows(input_path, field)
-    identity = {
-        "input_sha256": file_sha256(input_path),
-        "rows": len(rows),
-        "task": task,
-        "model": model,
-        "field": field,
-        "sampling": dict(sampling or {}),
-    }
+    identity = _job_identity(input_path, rows, task, model, field, sampling)
     journal = Journal(partial_dir(output), identity)
     done = journal.open()
     if retry_failed:
@@ -214,19 +195,56 @@ async def run_batch(
     resumed = len(done)
     with tqdm(total=len(rows), initial=resumed, disable=not progress, unit="row", desc=task) as bar:
         job = _Job(client, task, model, journal, sampling or {}, bar)
-        unreadable = [r for r in rows if r.error is not None and r.index not in done]
-        for row in unreadable:
-            job._fail([row], str(row.error))
+        for row in rows:
+            if row.error is not None and row.index not in done:
+                job._fail([row], str(row.error))
         pending = [r for r in rows if r.error is None and r.index not in done]
-        dim = 0
-        if task == "embed":
-            info = await client.model_info(model)
-            dim = info.output_dims.get("embedding", (0,))[-1]
-            size = chunk_size or info.rows_per_request
-            units = [pending[i : i + size] for i in range(0, len(pending), size)]
-        else:
-            units = [[r] for r in pending]
+        units, dim = await _plan_units(client, task, model, pending, chunk_size)
         await job.run(units, concurrency)
+    failed = _write_outputs(task, output, rows, journal, dim)
+    return BatchSummary(
+        total=len(rows),
+        succeeded=len(rows) - failed,
+        failed=failed,
+        resumed=resumed,
+        output=output,
+        errors=errors_path(output) if failed else None,
+    )
+
+
+def _job_identity(
+    input_path: Path,
+    rows: Sequence[InputRow],
+    task: Task,
+    model: str,
+    field: str | None,
+    sampling: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """What makes two runs the same job (a journal of another job must not be resumed)."""
+    return {
+        "input_sha256": file_sha256(input_path),
+        "rows": len(rows),
+        "task": task,
+        "model": model,
+        "field": field,
+        "sampling": dict(sampling or {}),
+    }
+
+
+async def _plan_units(
+    client: BatchClient, task: Task, model: str, pending: list[InputRow], chunk_size: int | None
+) -> tuple[list[list[InputRow]], int]:
+    """Rows grouped per request (embedding chunks, one prompt per generation), and the embedding dim."""
+    if task != "embed":
+        return [[r] for r in pending], 0
+    info = await client.model_info(model)
+    size = chunk_size or info.rows_per_request
+    dim = info.output_dims.get(EMBED_OUTPUT, (0,))[-1]
+    return [pending[i : i + size] for i in range(0, len(pending), size)], dim
+
+
+def _write_outputs(task: Task, output: Path, rows: Sequence[InputRow], journal: Journal, dim: int) -> int:
+    """Write the output (and errors) file from the journal; returns the number of failed rows."""
     # Re-read the journal: it is the single source of truth for what finished.
     final = journal.open()
     missing = [r.index for r in rows if r.index not in final]
@@ -239,11 +257,4 @@ async def run_batch(
     failed = write_errors(output, rows, final)
     if not failed:
         journal.remove()  # kept otherwise, so `retry_failed` can redo just the failed rows
-    return BatchSummary(
-        total=len(rows),
-        succeeded=len(rows) - failed,
-        failed=failed,
-        resumed=resumed,
-        output=output,
-        errors=errors_path(output) if failed else None,
-    )
+    return failed

@@ -1,118 +1,120 @@
-"""The transport contract, and the HTTP wire helpers both HTTP transports share."""
+"""The transport contract: protocol-neutral operations in, their answers out.
+
+A transport does I/O only. Each protocol's codec (``http_common``, ``grpc_common``)
+turns an ``Op`` into that protocol's request and its answer back into the result,
+and is shared by the protocol's sync and async transports.
+"""
 
 from __future__ import annotations
 
-import json
+import ssl
 from collections.abc import AsyncGenerator, Generator, Mapping, Sequence
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 import numpy as np
 
 from ds_triton_client.codec import Tensor
-from ds_triton_client.errors import ClientError, error_from_status
+from ds_triton_client.endpoints import Endpoint
+from ds_triton_client.options import ClientOptions
 
+T = TypeVar("T")
 Outputs = dict[str, np.ndarray]
-Fields = Mapping[str, str | bool]
+Kind = Literal["server_ready", "model_ready", "model_config", "models", "stats", "infer"]
+
+
+@dataclass(frozen=True)
+class Op(Generic[T]):
+    """One request-response operation of Triton's KServe v2 API; ``T`` is its result."""
+
+    kind: Kind
+    model: str = ""
+    inputs: tuple[Tensor, ...] = ()
+    outputs: tuple[str, ...] = ()
+
+
+def server_ready() -> Op[bool]:
+    return Op("server_ready")
+
+
+def model_ready(model: str) -> Op[bool]:
+    return Op("model_ready", model)
+
+
+def model_config(model: str) -> Op[dict[str, Any]]:
+    """The model's config as HTTP's JSON shape (gRPC answers are converted to it)."""
+    return Op("model_config", model)
+
+
+def repository_index() -> Op[list[dict[str, Any]]]:
+    return Op("models")
+
+
+def statistics(model: str) -> Op[dict[str, Any]]:
+    return Op("stats", model)
+
+
+def infer(model: str, inputs: Sequence[Tensor], outputs: Sequence[str]) -> Op[Outputs]:
+    return Op("infer", model, tuple(inputs), tuple(outputs))
+
+
+@dataclass(frozen=True)
+class GenerationCall:
+    """One generation request: the model, its named inputs, and whether the model batches."""
+
+    model: str
+    fields: Mapping[str, str | bool]
+    batched: bool
+
+    @property
+    def stream(self) -> bool:
+        return bool(self.fields.get("stream"))
 
 
 class SyncTransport(Protocol):
-    """Blocking calls to one endpoint; ``timeout`` is the time left of the caller's deadline."""
+    """Blocking I/O to one endpoint; ``timeout`` is the time left of the caller's deadline.
 
-    def server_ready(self, timeout: float) -> bool: ...
-    def model_ready(self, model: str, timeout: float) -> bool: ...
-    def model_config(self, model: str, timeout: float) -> dict[str, Any]: ...
-    def models(self, timeout: float) -> list[dict[str, Any]]: ...
-    def stats(self, model: str, timeout: float) -> dict[str, Any]: ...
-    def infer(
-        self, model: str, inputs: Sequence[Tensor], outputs: Sequence[str], timeout: float
-    ) -> Outputs: ...
-    def generate(
-        self, model: str, fields: Fields, batched: bool, timeout: float
-    ) -> Generator[Mapping[str, Any], None, None]: ...
+    Every failure is raised as a typed ``ClientError``.
+    """
+
+    endpoint: Endpoint
+
+    def call(self, op: Op[T], timeout: float) -> T: ...
+    def generate(self, call: GenerationCall, timeout: float) -> Generator[Mapping[str, Any], None, None]: ...
     def close(self) -> None: ...
 
 
 class AsyncTransport(Protocol):
     """The asyncio twin of ``SyncTransport``."""
 
-    async def server_ready(self, timeout: float) -> bool: ...
-    async def model_ready(self, model: str, timeout: float) -> bool: ...
-    async def model_config(self, model: str, timeout: float) -> dict[str, Any]: ...
-    async def models(self, timeout: float) -> list[dict[str, Any]]: ...
-    async def stats(self, model: str, timeout: float) -> dict[str, Any]: ...
-    async def infer(
-        self, model: str, inputs: Sequence[Tensor], outputs: Sequence[str], timeout: float
-    ) -> Outputs: ...
-    def generate(
-        self, model: str, fields: Fields, batched: bool, timeout: float
-    ) -> AsyncGenerator[Mapping[str, Any], None]: ...
+    endpoint: Endpoint
+
+    async def call(self, op: Op[T], timeout: float) -> T: ...
+    def generate(self, call: GenerationCall, timeout: float) -> AsyncGenerator[Mapping[str, Any], None]: ...
     async def close(self) -> None: ...
 
 
-# --- HTTP (KServe v2 REST) wire helpers -------------------------------------------------
-
-HEADER_LENGTH = "Inference-Header-Content-Length"
-
-
-def infer_path(model: str) -> str:
-    return f"/v2/models/{model}/infer"
-
-
-def encode_infer_body(inputs: Sequence[Tensor], outputs: Sequence[str]) -> tuple[bytes, dict[str, str]]:
-    """Body and headers of a binary-tensor infer request (tritonclient's own encoder)."""
-    import tritonclient.http as httpclient
-
-    infer_inputs = []
-    for tensor in inputs:
-        item = httpclient.InferInput(tensor.name, list(tensor.data.shape), tensor.datatype)
-        item.set_data_from_numpy(tensor.data, binary_data=True)
-        infer_inputs.append(item)
-    requested = [httpclient.InferRequestedOutput(name, binary_data=True) for name in outputs]
-    body, json_size = httpclient.InferenceServerClient.generate_request_body(infer_inputs, requested)
-    headers = {"Content-Type": "application/octet-stream"}
-    if json_size is not None:
-        headers[HEADER_LENGTH] = str(json_size)
-    return bytes(body), headers
-
-
-def decode_infer_body(body: bytes, header_length: str | None, outputs: Sequence[str]) -> Outputs:
-    """Named output arrays of an infer response (tritonclient's own decoder)."""
-    import tritonclient.http as httpclient
-
-    result = httpclient.InferenceServerClient.parse_response_body(
-        body, header_length=int(header_length) if header_length else None
-    )
+def output_arrays(result: Any, names: Sequence[str]) -> Outputs:
+    """The named outputs of a tritonclient (HTTP or gRPC) ``InferResult`` that it has."""
     arrays: Outputs = {}
-    for name in outputs:
+    for name in names:
         array = result.as_numpy(name)
         if array is not None:
             arrays[name] = array
     return arrays
 
 
-def http_error(status: int, body: bytes, endpoint: str) -> ClientError:
-    """The typed error for a non-200 answer; Triton's JSON ``error`` is the message."""
-    text = body.decode("utf-8", errors="replace")
+def ssl_context(options: ClientOptions) -> ssl.SSLContext:
+    """Verifying TLS context for ``https://`` endpoints: ``ca_file`` (else the system's CAs),
+    plus the client certificate for mutual TLS.
+
+    Raises:
+        ValueError: A certificate or key file cannot be read.
+    """
     try:
-        message = str(json.loads(text).get("error", text)) if text else f"HTTP {status}"
-    except (ValueError, AttributeError):
-        message = text or f"HTTP {status}"
-    return error_from_status(status, message, endpoint)
-
-
-def generate_body(fields: Fields) -> bytes:
-    """JSON body for ``/generate`` and ``/generate_stream`` (field names = input names)."""
-    return json.dumps(dict(fields)).encode("utf-8")
-
-
-def sse_payload(data: str, endpoint: str) -> dict[str, Any]:
-    """One ``generate_stream`` event as a dict, or the typed error it carries."""
-    try:
-        payload = json.loads(data)
-    except ValueError as exc:
-        raise error_from_status(None, f"malformed server-sent event: {data[:200]!r}", endpoint) from exc
-    if isinstance(payload, dict) and "error" in payload:
-        raise error_from_status(None, str(payload["error"]), endpoint)
-    if not isinstance(payload, dict):
-        raise error_from_status(None, f"unexpected server-sent event: {data[:200]!r}", endpoint)
-    return payload
+        context = ssl.create_default_context(cafile=options.ca_file)
+        if options.cert_file:
+            context.load_cert_chain(options.cert_file, options.key_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"TLS files: {exc}") from exc
+    return context
