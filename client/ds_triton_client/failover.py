@@ -44,10 +44,7 @@ class Failover:
 
         Raises:
             DeadlineExceededError: The deadline passed (naming the last error, if any).
-            ClientError: The last attempt's error, when no attempts are left.
         """
-        if self._attempts >= self._retry.max_attempts and self._last is not None:
-            raise self._last
         if self._deadline.expired():
             cause = f"; last error: {self._last}" if self._last else ""
             raise DeadlineExceededError(

@@ -31,7 +31,8 @@ class RetryPolicy:
 
     Only errors whose class says the request certainly did not run elsewhere in a
     way that matters (``retryable``: connection failures, ``UNAVAILABLE``, model not
-    ready on that endpoint) are retried, and never once a stream delivered output.
+    ready on that endpoint) are retried (a stream that delivered output never is:
+    see ``Failover.failed``).
 
     Attributes:
         max_attempts: Attempts per call (1 = no retry).
@@ -44,9 +45,9 @@ class RetryPolicy:
     cap: float = 1.0
     rng: random.Random = field(default_factory=random.Random)
 
-    def should_retry(self, error: ClientError, attempt: int, stream_started: bool = False) -> bool:
+    def should_retry(self, error: ClientError, attempt: int) -> bool:
         """Whether attempt number ``attempt`` (1-based) that raised ``error`` may be repeated."""
-        return error.retryable and not stream_started and attempt < self.max_attempts
+        return error.retryable and attempt < self.max_attempts
 
     def delay(self, attempt: int) -> float:
         """Seconds to wait after failed attempt ``attempt`` (1-based).

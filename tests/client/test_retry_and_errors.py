@@ -8,6 +8,7 @@ from typing import Any, cast
 import pytest
 from tritonclient.utils import InferenceServerException
 
+from ds_triton_client.balancer import Balancer
 from ds_triton_client.endpoints import parse_endpoint, parse_endpoints
 from ds_triton_client.errors import (
     ClientError,
@@ -17,9 +18,11 @@ from ds_triton_client.errors import (
     OverloadedError,
     ServerConnectionError,
     ServerError,
+    StreamInterruptedError,
     error_from_status,
     map_error,
 )
+from ds_triton_client.failover import Failover
 from ds_triton_client.options import ClientOptions
 from ds_triton_client.retry import Deadline, RetryPolicy
 
@@ -49,9 +52,18 @@ def test_only_safe_errors_are_retried(error: ClientError, retry: bool) -> None:
 
 
 def test_never_retry_after_a_stream_started_or_attempts_ran_out() -> None:
-    policy = RetryPolicy(max_attempts=3)
-    assert not policy.should_retry(ServerConnectionError("x"), attempt=1, stream_started=True)
+    policy = RetryPolicy(max_attempts=3, base=0.0)
     assert not policy.should_retry(ServerConnectionError("x"), attempt=3)
+    endpoints = parse_endpoints("http://a:1,http://b:2")
+    balancer = Balancer(endpoints)
+    failover = Failover(balancer, policy, Deadline(10))
+    first = failover.next_endpoint()
+    assert failover.failed(first, ServerConnectionError("reset")) == 0.0  # retried elsewhere
+    second = failover.next_endpoint()
+    assert second.endpoint != first.endpoint
+    with pytest.raises(StreamInterruptedError, match="reset"):
+        failover.failed(second, ServerConnectionError("reset"), started=True)
+    assert [s["outstanding"] for s in balancer.snapshot()] == [0, 0]
 
 
 def test_deadline_counts_down() -> None:
