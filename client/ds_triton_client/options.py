@@ -25,8 +25,9 @@ class ClientOptions:
         health_interval: Seconds between active health checks; 0 disables them.
         health_timeout: Deadline of one health probe in seconds.
         max_concurrency: Requests in flight per client (bounds threads, tasks and chunks).
-        pool_size: Connections kept per endpoint (HTTP: pooled connections; gRPC: channels,
-            each multiplexing any number of calls and streams).
+        pool_size: Most connections per endpoint, opened as needed. HTTP: one request at a
+            time each. gRPC: channels that multiplex calls and streams; another opens
+            only when every open one carries 100 calls.
         ca_file: PEM bundle that verifies the servers of ``https://``/``grpcs://`` endpoints
             (default: the system's trust store).
         cert_file: PEM client certificate for mutual TLS (with ``key_file``).

@@ -1,4 +1,4 @@
-"""asyncio gRPC(S) transport: the shared gRPC codec over ``pool_size`` aio channels.
+"""asyncio gRPC(S) transport: the shared gRPC codec over the endpoint's aio channel pool.
 
 Channels open on first use, inside the running event loop.
 """
@@ -26,21 +26,19 @@ class GrpcAsyncTransport(GrpcTransportBase):
         super().__init__(endpoint, options, aio)
 
     async def call(self, op: Op[T], timeout: float) -> T:
-        with self._typed_errors():
-            answer = await self._start_call(op, timeout)
+        with self._unary(op, timeout) as pending:
+            answer = await pending
         return cast(T, decode(op, answer))
 
     async def generate(self, call: GenerationCall, timeout: float) -> AsyncGenerator[Mapping[str, Any], None]:
         """Send one request on a new stream; yield its responses until the final one."""
-        self._guard(timeout)
         finished = asyncio.Event()
 
         async def requests() -> AsyncIterator[Any]:
             yield generation_request(call)
             await finished.wait()  # half-closing early may end the stream too soon (see grpc_sync)
 
-        responses = self._start_stream(requests(), timeout)
-        with self._streaming(responses, finished):
+        with self._stream(requests(), finished, timeout) as responses:
             async for response in responses:
                 if outputs := self._answer(response, finished):
                     yield outputs

@@ -9,7 +9,6 @@ endpoint, and a generation opens a stream, not a channel.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import threading
 from collections.abc import Iterator, Sequence
 from types import ModuleType
@@ -58,11 +57,18 @@ def credentials(endpoint: Endpoint, options: ClientOptions) -> grpc.ChannelCrede
     return grpc.ssl_channel_credentials(root_certificates=root, private_key=key, certificate_chain=chain)
 
 
-class ChannelPool:
-    """Up to ``options.pool_size`` channels to one endpoint, handed out round-robin.
+#: Calls in flight on every open channel before another one opens (HTTP/2 servers
+#: commonly allow 100 concurrent streams per connection).
+CALLS_PER_CHANNEL = 100
 
-    Channels are opened on demand (an aio channel must be made inside its event
-    loop) and kept: calls and generation streams multiplex over them.
+
+class ChannelPool:
+    """At most ``options.pool_size`` channels to one endpoint, opened as load needs them.
+
+    Like an HTTP pool opens connections on demand: a call leases the channel with the
+    fewest calls in flight, and a new channel opens only when every open one already
+    carries ``CALLS_PER_CHANNEL``. Channels are kept, and opened lazily because an aio
+    channel must be made inside its event loop.
 
     Args:
         endpoint: Where the channels go.
@@ -76,29 +82,46 @@ class ChannelPool:
         self._flavour = flavour
         self._size = options.pool_size
         self._lock = threading.Lock()
-        self._turn = itertools.count()
-        self.channels: list[Any] = []
+        self._channels: list[Any] = []
         self._stubs: list[service_pb2_grpc.GRPCInferenceServiceStub] = []
+        self._busy: list[int] = []
         self.metadata = metadata(options)
 
-    def stub(self) -> service_pb2_grpc.GRPCInferenceServiceStub:
-        """The service stub of the next channel."""
+    @property
+    def size(self) -> int:
+        """Channels open now."""
+        return len(self._channels)
+
+    @contextlib.contextmanager
+    def lease(self) -> Iterator[service_pb2_grpc.GRPCInferenceServiceStub]:
+        """The stub of the least busy channel, counted busy until the block ends."""
         with self._lock:
-            if len(self._stubs) < self._size:
-                channel = (
-                    self._flavour.secure_channel(self._address, self._credentials, CHANNEL_OPTIONS)
-                    if self._credentials is not None
-                    else self._flavour.insecure_channel(self._address, CHANNEL_OPTIONS)
-                )
-                self.channels.append(channel)
-                self._stubs.append(service_pb2_grpc.GRPCInferenceServiceStub(channel))
-                return self._stubs[-1]
-            return self._stubs[next(self._turn) % self._size]
+            index = min(range(len(self._busy)), key=self._busy.__getitem__, default=-1)
+            if index < 0 or (self._busy[index] >= CALLS_PER_CHANNEL and len(self._busy) < self._size):
+                index = self._open()
+            self._busy[index] += 1
+            stub = self._stubs[index]
+        try:
+            yield stub
+        finally:
+            with self._lock:
+                if index < len(self._busy):
+                    self._busy[index] -= 1
+
+    def _open(self) -> int:
+        if self._credentials is not None:
+            channel = self._flavour.secure_channel(self._address, self._credentials, CHANNEL_OPTIONS)
+        else:
+            channel = self._flavour.insecure_channel(self._address, CHANNEL_OPTIONS)
+        self._channels.append(channel)
+        self._stubs.append(service_pb2_grpc.GRPCInferenceServiceStub(channel))
+        self._busy.append(0)
+        return len(self._channels) - 1
 
     def take_all(self) -> list[Any]:
         """Forget every channel and return them, for the transport to close."""
         with self._lock:
-            channels, self.channels, self._stubs = self.channels, [], []
+            channels, self._channels, self._stubs, self._busy = self._channels, [], [], []
         return channels
 
 
@@ -117,36 +140,41 @@ class GrpcTransportBase:
         if timeout <= 0:
             raise DeadlineExceededError("deadline passed before the request was sent", self.endpoint.url)
 
-    def _start_call(self, op: Op[Any], timeout: float) -> Any:
-        """The unary call of ``op`` (sync: its answer; aio: an awaitable of it)."""
+    @contextlib.contextmanager
+    def _unary(self, op: Op[Any], timeout: float) -> Iterator[Any]:
+        """The unary call of ``op`` on a leased channel (sync: its answer; aio: an awaitable),
+        with every failure raised as a typed ``ClientError``."""
         self._guard(timeout)
         method, message = encode(op)
-        return getattr(self._pool.stub(), method)(message, timeout=timeout, metadata=self._pool.metadata)
+        with self._typed_errors(), self._pool.lease() as stub:
+            yield getattr(stub, method)(message, timeout=timeout, metadata=self._pool.metadata)
 
-    def _start_stream(self, requests: Any, timeout: float) -> Any:
-        """A new ``ModelStreamInfer`` stream on a pooled channel, fed by ``requests``."""
-        return self._pool.stub().ModelStreamInfer(requests, timeout=timeout, metadata=self._pool.metadata)
+    @contextlib.contextmanager
+    def _stream(self, requests: Any, finished: Any, timeout: float) -> Iterator[Any]:
+        """A new ``ModelStreamInfer`` stream on a leased channel, fed by ``requests``.
+
+        Failures while reading it are typed; when reading stops the request side ends
+        (``finished``) and the stream is cancelled, so a consumer that stops early does
+        not leave the model generating.
+        """
+        self._guard(timeout)
+        with self._pool.lease() as stub:
+            responses = stub.ModelStreamInfer(requests, timeout=timeout, metadata=self._pool.metadata)
+            try:
+                with self._typed_errors():
+                    yield responses
+            finally:
+                finished.set()
+                responses.cancel()
 
     @contextlib.contextmanager
     def _typed_errors(self) -> Iterator[None]:
-        """Raise every failure inside as a typed ``ClientError`` of this endpoint."""
         try:
             yield
         except ClientError:
             raise
         except Exception as exc:
             raise map_error(exc, self.endpoint.url) from exc
-
-    @contextlib.contextmanager
-    def _streaming(self, responses: Any, finished: Any) -> Iterator[None]:
-        """Typed errors while reading a stream, and the stream cancelled when reading stops
-        (a consumer that stops early must not leave the model generating)."""
-        try:
-            with self._typed_errors():
-                yield
-        finally:
-            finished.set()
-            responses.cancel()
 
     def _answer(self, response: Any, finished: Any) -> Outputs:
         """The outputs of one stream response. The last one sets ``finished`` (an Event),

@@ -1,4 +1,4 @@
-"""Blocking gRPC(S) transport: the shared gRPC codec over a pool of ``pool_size`` channels."""
+"""Blocking gRPC(S) transport: the shared gRPC codec over the endpoint's channel pool."""
 
 from __future__ import annotations
 
@@ -23,13 +23,11 @@ class GrpcSyncTransport(GrpcTransportBase):
         super().__init__(endpoint, options, grpc)
 
     def call(self, op: Op[T], timeout: float) -> T:
-        with self._typed_errors():
-            response = self._start_call(op, timeout)
-        return cast(T, decode(op, response))
+        with self._unary(op, timeout) as response:
+            return cast(T, decode(op, response))
 
     def generate(self, call: GenerationCall, timeout: float) -> Generator[Mapping[str, Any], None, None]:
         """Send one request on a new stream; yield its responses until the final one."""
-        self._guard(timeout)
         finished = threading.Event()
 
         def requests() -> Iterator[Any]:
@@ -38,8 +36,7 @@ class GrpcSyncTransport(GrpcTransportBase):
             # early lets some servers end the stream before the last response.
             finished.wait()
 
-        responses = self._start_stream(requests(), timeout)
-        with self._streaming(responses, finished):
+        with self._stream(requests(), finished, timeout) as responses:
             for response in responses:
                 if outputs := self._answer(response, finished):
                     yield outputs
