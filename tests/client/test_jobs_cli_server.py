@@ -31,6 +31,18 @@ def inference_count(client: Client, url: str) -> int:
     return int(client.stats(EMBED_MODEL)[url]["model_stats"][0]["inference_count"])
 
 
+def settled_inference_count(client: Client, url: str) -> int:
+    """The count once the shared replica has finished work that earlier tests left queued."""
+    last = inference_count(client, url)
+    for _ in range(60):
+        time.sleep(0.5)
+        now = inference_count(client, url)
+        if now == last:
+            return now
+        last = now
+    return last
+
+
 def journal_records(output: Path) -> int:
     journal = partial_dir(output) / "journal.jsonl"
     return max(0, len(journal.read_bytes().splitlines()) - 1) if journal.exists() else 0
@@ -46,7 +58,7 @@ def test_killed_batch_resumes_with_exactly_one_output_per_row(replica_a: Replica
         "embed", str(source), str(output), "--chunk-size", str(CHUNK), "--concurrency", str(CONCURRENCY),
     ]  # fmt: skip
     with Client(url, health_interval=0) as client:
-        before = inference_count(client, url)
+        before = settled_inference_count(client, url)
         process = subprocess.Popen(batch_command(url, *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
             for _ in range(1200):  # at most ~60 s for the first chunks to land
