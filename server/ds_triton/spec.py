@@ -92,7 +92,13 @@ class EmbeddingSpec:
     ``truncated`` output when ``truncate`` is true, rejected per request otherwise.
     ``length_bucketing`` lets one ``execute()`` sort its texts by length and run
     them in as few forward passes as pays off (one when lengths are alike), instead
-    of padding every text to the longest; off means exactly one forward per batch.
+    of padding every text to the longest; off keeps request order and pads each
+    forward to its longest text.
+    ``max_tokens_per_forward`` is the activation budget: no forward holds more
+    padded token positions (rows x longest row) than this, so a batch of long
+    texts runs as several forwards and an instance's peak memory stays bounded
+    (about 25 KB per token for MiniLM in fp32 on CPU). It must be at least
+    ``max_length``.
     """
 
     pooling: Pooling = "mean"
@@ -100,12 +106,18 @@ class EmbeddingSpec:
     max_length: int | None = None
     truncate: bool = True
     length_bucketing: bool = True
+    max_tokens_per_forward: int = 4096
 
     def validate(self) -> None:
         if self.pooling not in POOLINGS:
             raise SpecError(f"embedding.pooling must be one of {POOLINGS}, got {self.pooling!r}")
         if self.max_length is not None and self.max_length < 1:
             raise SpecError(f"embedding.max_length must be >= 1, got {self.max_length}")
+        if self.max_tokens_per_forward < max(1, self.max_length or 1):
+            raise SpecError(
+                "embedding.max_tokens_per_forward must be >= max_length "
+                f"({self.max_length or 1}), got {self.max_tokens_per_forward}"
+            )
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,7 @@ def test_round_trip_through_json() -> None:
         (minimal(deployment={"instances_per_device": 0}), "instances_per_device"),
         (minimal(deployment={"gpus": [-1]}), "deployment.gpus"),
         (minimal(embedding={"pooling": "max"}), "embedding.pooling"),
+        (minimal(embedding={"max_length": 512, "max_tokens_per_forward": 256}), "max_tokens_per_forward"),
         (minimal(generation={}), "takes no 'generation' options"),
         (minimal(name="bad name!"), "name must be"),
         (minimal(checkpoint=""), "checkpoint must name"),
