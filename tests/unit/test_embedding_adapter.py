@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from ds_triton.backend import embedding as adapter
-from ds_triton.embedding.encoder import EncodeResult
+from ds_triton.embedding.encoder import TokenizedBatch
 from ds_triton.spec import EmbeddingSpec
 from tests.unit import fake_pb_utils as pb
 
@@ -19,9 +19,12 @@ class FakeEncoder:
     def __init__(self) -> None:
         self.calls = 0
 
-    def encode(self, texts: Sequence[str]) -> EncodeResult:
+    def tokenize(self, texts: Sequence[str]) -> TokenizedBatch:
+        return TokenizedBatch({"input_ids": [[1] for _ in texts]}, np.zeros(len(texts), bool))
+
+    def embed(self, batch: TokenizedBatch) -> np.ndarray:
         self.calls += 1
-        return EncodeResult(np.ones((len(texts), 4), np.float32), np.zeros(len(texts), bool))
+        return np.ones((len(batch), 4), np.float32)
 
 
 def handler_with(encoder: Any) -> adapter.EmbeddingHandler:
@@ -35,7 +38,7 @@ def text_request(*rows: bytes) -> pb.InferenceRequest:
     return pb.InferenceRequest([pb.Tensor("text", np.array(rows, dtype=object).reshape(-1, 1))])
 
 
-def test_mixed_batch_one_forward_and_per_request_errors() -> None:
+def test_mixed_batch_embedded_together_with_per_request_errors() -> None:
     encoder = FakeEncoder()
     responses = handler_with(encoder).execute(
         [text_request(b"good"), text_request(b"\xff"), text_request(b"a", b"b"), pb.InferenceRequest([])]
@@ -52,7 +55,7 @@ def test_mixed_batch_one_forward_and_per_request_errors() -> None:
 
 def test_forward_failure_fails_the_batch_with_internal_error_not_the_server() -> None:
     class Exploding(FakeEncoder):
-        def encode(self, texts: Sequence[str]) -> EncodeResult:
+        def embed(self, batch: TokenizedBatch) -> np.ndarray:
             raise RuntimeError("out of memory")
 
     responses = handler_with(Exploding()).execute([text_request(b"x"), text_request(b"")])

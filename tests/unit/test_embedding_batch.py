@@ -1,4 +1,4 @@
-"""Merging requests into one forward and splitting results back, with per-request errors."""
+"""Merging requests into one tokenised batch and splitting results back, with per-request errors."""
 
 from __future__ import annotations
 
@@ -8,29 +8,34 @@ import numpy as np
 import pytest
 
 from ds_triton.embedding.batch import EmbeddingOutput, run_batch
-from ds_triton.embedding.encoder import EncodeResult
+from ds_triton.embedding.encoder import TokenizedBatch
 from ds_triton.embedding.request import EmbeddingRequest
 from ds_triton.errors import InvalidInputError, ModelServingError
 
 
 class CountingEncoder:
-    """Encodes text i as [len(text), i]; flags texts longer than ``max_length`` characters."""
+    """Text i becomes one token per character; it embeds as [tokens, row index in its batch]."""
 
     def __init__(self, max_length: int = 10) -> None:
         self.max_length = max_length
         self.calls: list[list[str]] = []
+        self.embedded: list[list[int]] = []
 
-    def encode(self, texts: Sequence[str]) -> EncodeResult:
+    def tokenize(self, texts: Sequence[str]) -> TokenizedBatch:
         self.calls.append(list(texts))
-        rows = np.array([[len(t), i] for i, t in enumerate(texts)], dtype=np.float32)
-        return EncodeResult(rows, np.array([len(t) > self.max_length for t in texts]))
+        ids = [[ord(c) for c in t[: self.max_length]] for t in texts]
+        return TokenizedBatch({"input_ids": ids}, np.array([len(t) > self.max_length for t in texts]))
+
+    def embed(self, batch: TokenizedBatch) -> np.ndarray:
+        self.embedded.append(batch.lengths)
+        return np.array([[n, i] for i, n in enumerate(batch.lengths)], dtype=np.float32)
 
 
 def request(*texts: str) -> EmbeddingRequest:
     return EmbeddingRequest(tuple(texts))
 
 
-def test_one_forward_for_all_requests_and_rows_go_back_in_order() -> None:
+def test_one_tokenised_batch_for_all_requests_and_rows_go_back_in_order() -> None:
     encoder = CountingEncoder()
     outcomes = run_batch(encoder, [request("a"), request("bb", "ccc"), request("dddd")])
     assert encoder.calls == [["a", "bb", "ccc", "dddd"]]
@@ -57,20 +62,38 @@ def test_all_bad_requests_skip_the_forward() -> None:
     assert encoder.calls == []
 
 
-def test_truncation_off_rejects_only_the_overlong_request() -> None:
-    outcomes = run_batch(
-        CountingEncoder(max_length=3), [request("ok"), request("far too long")], truncate=False
-    )
-    assert isinstance(outcomes[0], EmbeddingOutput)
+def test_truncation_off_rejects_the_overlong_request_before_the_forward() -> None:
+    encoder = CountingEncoder(max_length=3)
+    requests = [request("ok"), request("abc", "far too long"), request("xy")]
+    outcomes = run_batch(encoder, requests, truncate=False)
     assert isinstance(outcomes[1], InvalidInputError)
-    assert "max_length of 3" in str(outcomes[1])
+    assert "row 1 is longer than the model's max_length of 3" in str(outcomes[1])
+    # Only the accepted requests' rows reach the forward, and they keep their own rows.
+    assert encoder.embedded == [[2, 2]]
+    first, last = outcomes[0], outcomes[2]
+    assert isinstance(first, EmbeddingOutput) and isinstance(last, EmbeddingOutput)
+    assert first.embeddings.tolist() == [[2, 0]] and last.embeddings.tolist() == [[2, 1]]
+
+
+def test_truncation_on_flags_the_cut_rows() -> None:
+    outcomes = run_batch(CountingEncoder(max_length=3), [request("ok", "far too long")])
+    output = outcomes[0]
+    assert isinstance(output, EmbeddingOutput)
+    assert output.truncated.tolist() == [False, True]
+    assert output.embeddings[:, 0].tolist() == [2, 3]
+
+
+def test_nothing_left_after_rejections_skips_the_forward() -> None:
+    encoder = CountingEncoder(max_length=3)
+    outcomes = run_batch(encoder, [request("far too long")], truncate=False)
+    assert isinstance(outcomes[0], InvalidInputError)
+    assert encoder.embedded == []
 
 
 def test_encoder_returning_wrong_row_count_is_an_error() -> None:
     class Broken(CountingEncoder):
-        def encode(self, texts: Sequence[str]) -> EncodeResult:
-            result = super().encode(texts)
-            return EncodeResult(result.embeddings[:-1], result.truncated)
+        def embed(self, batch: TokenizedBatch) -> np.ndarray:
+            return super().embed(batch)[:-1]
 
     with pytest.raises(RuntimeError, match="rows for 2 texts"):
         run_batch(Broken(), [request("a", "b")])

@@ -1,4 +1,4 @@
-"""Triton side of the embedding task: tensors in, one batched forward, tensors out."""
+"""Triton side of the embedding task: tensors in, the batch's forward passes, tensors out."""
 
 from __future__ import annotations
 
@@ -23,7 +23,11 @@ LOG = logging.getLogger(__name__)
 
 
 class EmbeddingHandler:
-    """Serves one embedding instance; every ``execute`` is a single forward pass."""
+    """Serves one embedding instance.
+
+    One ``execute`` tokenises its requests together and runs them as the few
+    forward passes the encoder plans (length groups within the token budget).
+    """
 
     def __init__(self, context: InstanceContext) -> None:
         self._options = context.spec.embedding_options
@@ -55,11 +59,9 @@ def _parse(request: Any) -> EmbeddingRequest | ModelServingError:
     tensor = pb_utils.get_input_tensor_by_name(request, INPUT_TEXT)
     if tensor is None:
         return InvalidInputError(f"missing input '{INPUT_TEXT}'")
-    rows = tensor.as_numpy()
-    if rows.dtype != np.object_:
-        return InvalidInputError(f"input '{INPUT_TEXT}' must be BYTES, got {rows.dtype}")
+    # Triton has already checked the datatype (BYTES) and shape against the config.
     try:
-        return EmbeddingRequest.from_raw(rows.reshape(-1).tolist(), INPUT_TEXT)
+        return EmbeddingRequest.from_raw(tensor.as_numpy().reshape(-1).tolist(), INPUT_TEXT)
     except ModelServingError as exc:
         return exc
 
