@@ -95,7 +95,7 @@ def test_concurrent_requests_share_forward_passes(triton_server: TritonServer) -
     inferences = after["inference_count"] - before["inference_count"]
     executions = after["execution_count"] - before["execution_count"]
     assert inferences == requests
-    # One execute() (= one forward pass) served several requests at once.
+    # One execute() served several requests at once.
     assert executions < inferences, (executions, inferences)
 
 

@@ -95,7 +95,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     embedding.add_argument(
         "--no-length-bucketing", dest="length_bucketing", action="store_const", const=False,
-        help="one forward pass per batch, padded to its longest text",
+        help="keep request order: forwards padded to their longest text, cut only by the token budget",
     )
 
     generation = parser.add_argument_group("generation")

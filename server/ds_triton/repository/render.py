@@ -28,7 +28,8 @@ GENERATED_HEADER = (
 # Why the config of each task looks the way it does, for whoever reads the file.
 TASK_NOTES = {
     "embedding": (
-        "# Embedding: Triton's dynamic batcher merges requests; each batch is one forward pass.\n"
+        "# Embedding: Triton's dynamic batcher merges requests into one execute(), which runs as\n"
+        "# a few forward passes grouped by length, each within embedding.max_tokens_per_forward.\n"
     ),
     "generation": (
         "# Generation: Triton's vLLM-backend interface. Decoupled (one request, a response per\n"
