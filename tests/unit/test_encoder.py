@@ -150,3 +150,20 @@ def test_tokenizer_inputs_the_model_does_not_take_are_dropped(loaded: LoadedMode
     distil = dataclasses.replace(loaded, engine=module, module=module, config=config)
     result = TextEncoder(distil, EmbeddingSpec(max_length=32)).encode(["two texts", "of different length"])
     assert result.embeddings.shape == (2, 32)
+
+
+def test_each_forward_writes_one_embed_record_to_the_step_timeline(
+    loaded: LoadedModel, tmp_path: Path
+) -> None:
+    import json
+
+    from ds_triton.profiling import StepTimeline
+
+    timeline = StepTimeline(tmp_path / "steps.jsonl")
+    encoder = TextEncoder(loaded, EmbeddingSpec(max_tokens_per_forward=256), timeline)
+    encoder.encode(["tokens " * 100, "tokens " * 120, "short one"])
+    timeline.close()
+    records = [json.loads(line) for line in (tmp_path / "steps.jsonl").read_text().splitlines()]
+    assert [r["phase"] for r in records] == ["embed"] * 3  # the budget fits one long text per forward
+    assert sorted(r["rows"] for r in records) == [1, 1, 1]
+    assert all(0 < r["tokens"] <= 256 and r["forward_ms"] > 0 for r in records)

@@ -15,6 +15,7 @@ from ds_triton.embedding.encoder import TextEncoder
 from ds_triton.embedding.request import EmbeddingRequest
 from ds_triton.errors import InferenceError, InvalidInputError, ModelServingError
 from ds_triton.loading import load_model
+from ds_triton.profiling import open_timeline
 from ds_triton_interface import EMBED_EMBEDDING as OUTPUT_EMBEDDING
 from ds_triton_interface import EMBED_TEXT as INPUT_TEXT
 from ds_triton_interface import EMBED_TRUNCATED as OUTPUT_TRUNCATED
@@ -32,7 +33,8 @@ class EmbeddingHandler:
     def __init__(self, context: InstanceContext) -> None:
         self._options = context.spec.embedding_options
         loaded = load_model(context.spec, context.version_dir, context.placement)
-        self._encoder = TextEncoder(loaded, self._options)
+        self._timeline = open_timeline(context.model_name, context.instance_name, context.spec.profile)
+        self._encoder = TextEncoder(loaded, self._options, self._timeline)
         LOG.info(
             "%s: embedding dim %d, max_length %d, truncate %s",
             context.instance_name,
@@ -53,6 +55,8 @@ class EmbeddingHandler:
 
     def finalize(self) -> None:
         self._encoder = None  # type: ignore[assignment]
+        if self._timeline is not None:
+            self._timeline.close()
 
 
 def _parse(request: Any) -> EmbeddingRequest | ModelServingError:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ import numpy as np
 from ds_triton.embedding.buckets import plan_forwards
 from ds_triton.errors import ModelLoadError
 from ds_triton.loading import LoadedModel
+from ds_triton.profiling import StepTimeline
 from ds_triton.spec import EmbeddingSpec
 
 
@@ -73,11 +75,19 @@ def checkpoint_max_length(checkpoint: Path, tokenizer: Any, config: Any) -> int:
 
 
 class TextEncoder:
-    """Tokenise a batch once, run it as a few budget-bounded forwards, pool, normalise."""
+    """Tokenise a batch once, run it as a few budget-bounded forwards, pool, normalise.
 
-    def __init__(self, loaded: LoadedModel, options: EmbeddingSpec) -> None:
+    With a ``timeline``, every forward pass appends one ``embed`` record (rows,
+    padded tokens, forward time); the instance cannot see Triton's queue, so its
+    ``queue_depth`` is 0 (Triton's ``nv_inference_pending_request_count`` has it).
+    """
+
+    def __init__(
+        self, loaded: LoadedModel, options: EmbeddingSpec, timeline: StepTimeline | None = None
+    ) -> None:
         self._loaded = loaded
         self._options = options
+        self._timeline = timeline
         self.max_length = options.max_length or checkpoint_max_length(
             loaded.checkpoint, loaded.tokenizer, loaded.config
         )
@@ -163,10 +173,17 @@ class TextEncoder:
     def _forward(self, inputs: dict[str, Any], mask: Any) -> Any:
         import torch
 
+        started = time.perf_counter()
         hidden = self._loaded.engine(**inputs).last_hidden_state
         pooled = self._pool(hidden, mask)
         if self._options.normalize:
             pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
+        if self._timeline is not None:
+            if pooled.is_cuda:  # profiling only: time the kernels, not their launch
+                torch.cuda.synchronize(pooled.device)
+            ended = time.perf_counter()
+            rows, width = mask.shape
+            self._timeline.record("embed", int(rows), int(rows * width), ended, ended - started)
         return pooled
 
     def _pool(self, hidden: Any, mask: Any) -> Any:
