@@ -123,10 +123,6 @@ class BaseClient:
 
     # --- requests and results ------------------------------------------------------------
 
-    def _remember_model(self, model: str, config: dict[str, Any]) -> ModelInfo:
-        info = self._model_info[model] = ModelInfo.from_config(config)
-        return info
-
     @staticmethod
     def _embed_chunks(texts: Sequence[str], info: ModelInfo) -> list[Sequence[str]]:
         """The texts in request-sized chunks, all validated before anything is sent."""

@@ -13,13 +13,13 @@ from ds_triton_client._base import DEFAULT_EMBED_MODEL, DEFAULT_GENERATE_MODEL, 
 from ds_triton_client.codec import GenerationResult
 from ds_triton_client.concurrency import gather_bounded
 from ds_triton_client.endpoints import Endpoint
-from ds_triton_client.errors import ClientError, DeadlineExceededError
+from ds_triton_client.errors import ClientError, DeadlineExceededError, PermissionDeniedError
 from ds_triton_client.health import AsyncHealthChecker, probe_async
 from ds_triton_client.model_info import ModelInfo
 from ds_triton_client.options import ClientOptions
 from ds_triton_client.retry import Deadline
 from ds_triton_client.transport import AsyncTransport, make_async_transport
-from ds_triton_client.transport.base import model_config, repository_index, statistics
+from ds_triton_client.transport.base import model_config, model_metadata, repository_index, statistics
 
 T = TypeVar("T")
 AsyncOperation = Callable[[AsyncTransport, float], Awaitable[T]]
@@ -111,13 +111,18 @@ class AsyncClient(BaseClient):
     # --- model facts ---------------------------------------------------------------------
 
     async def model_info(self, model: str, timeout: float | None = None) -> ModelInfo:
-        """The model's batching and output facts, read once from its config."""
+        """The model's batching and output facts (see ``Client.model_info``)."""
         self._check_open()
+
+        async def describe(transport: AsyncTransport, left: float) -> ModelInfo:
+            try:
+                config = await transport.call(model_config(model), left)
+            except PermissionDeniedError:
+                return ModelInfo.from_metadata(await transport.call(model_metadata(model), left))
+            return ModelInfo.from_config(config)
+
         if model not in self._model_info:
-            config = await self._call(
-                lambda t, left: t.call(model_config(model), left), self._deadline(timeout)
-            )
-            self._remember_model(model, config)
+            self._model_info[model] = await self._call(describe, self._deadline(timeout))
         return self._model_info[model]
 
     # --- calls ---------------------------------------------------------------------------

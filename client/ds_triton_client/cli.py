@@ -55,9 +55,37 @@ def _add_sampling(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ignore-eos", action="store_true")
 
 
-def _client(args: argparse.Namespace) -> Client:
+ADMIN_KEY_ENV = "DS_TRITON_ADMIN_KEY"
+
+
+def _connection(args: argparse.Namespace) -> dict[str, Any]:
+    """Client options from the connection flags: protocol, deadline, TLS files, headers, admin key."""
+    headers: dict[str, str] = {}
+    for item in args.header or []:
+        name, sep, value = item.partition(":")
+        if not sep or not name.strip():
+            raise ValueError(f"--header {item!r}: expected 'Name: value'")
+        headers[name.strip()] = value.strip()
+    admin_key = os.environ.get(ADMIN_KEY_ENV) or None
+    if args.admin_key_file:
+        try:
+            admin_key = Path(args.admin_key_file).read_text().strip()
+        except OSError as exc:
+            raise ValueError(f"--admin-key-file {args.admin_key_file}: {exc.strerror or exc}") from None
+    return {
+        "protocol": args.protocol,
+        "timeout": args.timeout,
+        "ca_file": args.ca_cert,
+        "cert_file": args.client_cert,
+        "key_file": args.client_key,
+        "headers": headers,
+        "admin_key": admin_key,
+    }
+
+
+def _client(args: argparse.Namespace, **overrides: Any) -> Client:
     # One-shot commands need no background health checks.
-    return Client(args.url, protocol=args.protocol, timeout=args.timeout, health_interval=0)
+    return Client(args.url, **{**_connection(args), "health_interval": 0, **overrides})
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
@@ -106,13 +134,7 @@ def _token_line(n_in: int | None, n_out: int | None) -> str:
 
 
 def cmd_health(args: argparse.Namespace) -> int:
-    with Client(
-        args.url,
-        protocol=args.protocol,
-        timeout=args.timeout,
-        health_interval=0,
-        models=args.model or (),
-    ) as client:
+    with _client(args, models=args.model or ()) as client:
         report = client.health()
     if args.json:
         _print_json(report)
@@ -174,9 +196,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
     model = args.model or (DEFAULT_EMBED_MODEL if args.task == "embed" else DEFAULT_GENERATE_MODEL)
 
     async def main() -> Any:
-        async with AsyncClient(
-            args.url, protocol=args.protocol, timeout=args.timeout, max_concurrency=args.concurrency
-        ) as client:
+        async with AsyncClient(args.url, **_connection(args), max_concurrency=args.concurrency) as client:
             return await run_batch(
                 client,
                 args.task,
@@ -216,11 +236,29 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--url",
         default=os.environ.get("DS_TRITON_URL", DEFAULT_URL),
-        help="endpoint(s), comma-separated: http://host:port or grpc://host:port (env DS_TRITON_URL)",
+        help="endpoint(s), comma-separated: http(s)://host:port or grpc(s)://host:port (env DS_TRITON_URL)",
     )
     parser.add_argument("--protocol", choices=["http", "grpc"], help="for URLs without a scheme")
     parser.add_argument("--timeout", type=float, default=60.0, help="per-call deadline in seconds")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+    tls = parser.add_argument_group("TLS and authentication (https:// and grpcs:// URLs)")
+    tls.add_argument(
+        "--ca-cert",
+        default=os.environ.get("DS_TRITON_CA_CERT"),
+        help="PEM CA bundle that verifies the server (default: the system's; env DS_TRITON_CA_CERT)",
+    )
+    tls.add_argument("--client-cert", help="PEM client certificate, for mutual TLS (with --client-key)")
+    tls.add_argument("--client-key", help="PEM private key of --client-cert")
+    tls.add_argument(
+        "--header",
+        action="append",
+        metavar="'NAME: VALUE'",
+        help="extra header on every request (repeatable)",
+    )
+    tls.add_argument(
+        "--admin-key-file",
+        help=f"file holding the server's admin key, for its restricted APIs (or set {ADMIN_KEY_ENV})",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     embed = commands.add_parser("embed", help="embed texts (arguments or stdin lines)")

@@ -15,13 +15,13 @@ from ds_triton_client._base import DEFAULT_EMBED_MODEL, DEFAULT_GENERATE_MODEL, 
 from ds_triton_client.codec import GenerationResult
 from ds_triton_client.concurrency import map_bounded
 from ds_triton_client.endpoints import Endpoint
-from ds_triton_client.errors import ClientError, DeadlineExceededError
+from ds_triton_client.errors import ClientError, DeadlineExceededError, PermissionDeniedError
 from ds_triton_client.health import SyncHealthChecker, probe_sync
 from ds_triton_client.model_info import ModelInfo
 from ds_triton_client.options import ClientOptions
 from ds_triton_client.retry import Deadline
 from ds_triton_client.transport import SyncTransport, make_sync_transport
-from ds_triton_client.transport.base import model_config, repository_index, statistics
+from ds_triton_client.transport.base import model_config, model_metadata, repository_index, statistics
 
 T = TypeVar("T")
 Operation = Callable[[SyncTransport, float], T]
@@ -108,11 +108,18 @@ class Client(BaseClient):
     # --- model facts ---------------------------------------------------------------------
 
     def model_info(self, model: str, timeout: float | None = None) -> ModelInfo:
-        """The model's batching and output facts, read once from its config."""
+        """The model's batching and output facts, read once from its config (or its
+        metadata, where an admin key guards the config API)."""
         self._check_open()
+
+        def describe(transport: SyncTransport, left: float) -> ModelInfo:
+            try:
+                return ModelInfo.from_config(transport.call(model_config(model), left))
+            except PermissionDeniedError:
+                return ModelInfo.from_metadata(transport.call(model_metadata(model), left))
+
         if model not in self._model_info:
-            config = self._call(lambda t, left: t.call(model_config(model), left), self._deadline(timeout))
-            self._remember_model(model, config)
+            self._model_info[model] = self._call(describe, self._deadline(timeout))
         return self._model_info[model]
 
     # --- calls ---------------------------------------------------------------------------

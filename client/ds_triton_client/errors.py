@@ -11,6 +11,8 @@ from __future__ import annotations
 import builtins
 import socket
 
+from ds_triton_interface import CAPACITY_MESSAGES
+
 __all__ = [
     "ClientClosedError",
     "ClientError",
@@ -19,6 +21,7 @@ __all__ = [
     "ModelNotReadyError",
     "NoHealthyEndpointError",
     "OverloadedError",
+    "PermissionDeniedError",
     "ServerConnectionError",
     "ServerError",
     "StreamInterruptedError",
@@ -66,10 +69,17 @@ class ModelNotReadyError(ClientError):
 
 
 class OverloadedError(ClientError):
-    """The server is at capacity (``UNAVAILABLE`` / HTTP 503, queue full); safe to retry."""
+    """The server is at capacity (``UNAVAILABLE`` / HTTP 503, queue full, or the generation
+    model's documented capacity messages, which Triton's HTTP generate endpoint sends as 400);
+    the request did not run, so it is retried on another endpoint."""
 
     retryable = True
     counts_against_endpoint = True
+
+
+class PermissionDeniedError(ClientError):
+    """The API is restricted on that server (an admin key is missing or wrong): HTTP 401/403,
+    or gRPC's "This protocol is restricted" answer. Never retried."""
 
 
 class ServerConnectionError(ClientError, builtins.ConnectionError):
@@ -101,6 +111,8 @@ class NoHealthyEndpointError(ClientError):
     retryable = True
 
 
+_RESTRICTED_HINTS = ("is restricted, expecting header",)
+
 _NOT_READY_HINTS = ("unknown model", "is not found", "not ready", "is not available", "unavailable model")
 
 _CONNECT_HINTS = ("connect", "socket closed", "connection reset", "broken pipe", "end of tcp stream")
@@ -126,6 +138,8 @@ _INVALID_HINTS = (
 )
 
 _GRPC_CODES: dict[str, type[ClientError]] = {
+    "PERMISSION_DENIED": PermissionDeniedError,
+    "UNAUTHENTICATED": PermissionDeniedError,
     "INVALID_ARGUMENT": InvalidInputError,
     "OUT_OF_RANGE": InvalidInputError,
     "FAILED_PRECONDITION": InvalidInputError,
@@ -140,6 +154,8 @@ _GRPC_CODES: dict[str, type[ClientError]] = {
 
 _HTTP_CODES: dict[int, type[ClientError]] = {
     400: InvalidInputError,
+    401: PermissionDeniedError,
+    403: PermissionDeniedError,
     404: ModelNotReadyError,
     408: DeadlineExceededError,
     429: OverloadedError,
@@ -167,6 +183,13 @@ def error_from_status(status: str | int | None, message: str, endpoint: str | No
     if code in ("", "UNAVAILABLE", "CANCELLED") and any(hint in lowered for hint in _CONNECT_HINTS):
         # gRPC reports a refused or dropped connection as UNAVAILABLE.
         return ServerConnectionError(message, endpoint, text or None)
+    if any(hint in lowered for hint in _RESTRICTED_HINTS):
+        # Triton refuses a restricted gRPC protocol with UNAVAILABLE; it is not a capacity error.
+        return PermissionDeniedError(message, endpoint, text or None)
+    if any(hint in lowered for hint in CAPACITY_MESSAGES):
+        # The generation model's capacity errors: UNAVAILABLE where Triton passes the code
+        # through, 400 from the HTTP generate endpoints, no code at all in a gRPC stream.
+        return OverloadedError(message, endpoint, text or None)
     if any(hint in lowered for hint in _NOT_READY_HINTS):
         # Triton answers "unknown model"/"not ready" with 400 (HTTP) or INVALID_ARGUMENT/
         # UNAVAILABLE (gRPC); the request never ran, so another endpoint may take it.
@@ -216,7 +239,8 @@ def map_error(exc: BaseException, endpoint: str | None = None) -> ClientError:
         import urllib3.exceptions as u3
 
         # NewConnectionError subclasses urllib3's TimeoutError, so test it first.
-        if isinstance(exc, u3.ProtocolError | u3.NewConnectionError | u3.MaxRetryError):
+        # An SSLError is a handshake or certificate failure: that endpoint cannot be reached.
+        if isinstance(exc, u3.ProtocolError | u3.NewConnectionError | u3.MaxRetryError | u3.SSLError):
             return ServerConnectionError(str(exc), endpoint)
         if isinstance(exc, u3.TimeoutError):
             return DeadlineExceededError(str(exc) or "timed out", endpoint)

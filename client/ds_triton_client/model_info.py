@@ -39,6 +39,22 @@ class ModelInfo:
             decoupled=bool(policy.get("decoupled", False)),
         )
 
+    @classmethod
+    def from_metadata(cls, metadata: dict[str, Any]) -> ModelInfo:
+        """What the model's metadata tells, for servers that restrict the config API.
+
+        Metadata stays open under an admin key but has no ``max_batch_size``: a model whose
+        every input starts with a variable (batch) dimension counts as batching, and is sent
+        one row per request (Triton's dynamic batcher still merges them).
+        """
+        inputs = [[int(d) for d in i.get("shape", [])] for i in metadata.get("inputs", [])]
+        batched = bool(inputs) and all(shape[:1] == [-1] for shape in inputs)
+        outputs = {
+            str(o.get("name")): tuple(int(d) for d in o.get("shape", []))[1 if batched else 0 :]
+            for o in metadata.get("outputs", [])
+        }
+        return cls(str(metadata.get("name", "")), 1 if batched else 0, outputs, decoupled=False)
+
     @property
     def rows_per_request(self) -> int:
         """Largest chunk one request may carry (a non-batching model takes one row)."""

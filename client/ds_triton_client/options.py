@@ -8,6 +8,9 @@ from typing import Literal
 
 Protocol = Literal["http", "grpc"]
 
+#: Triton reads a restricted gRPC protocol's key from this metadata prefix plus the key name.
+GRPC_RESTRICTED_PREFIX = "triton-grpc-protocol-"
+
 
 @dataclass(frozen=True)
 class ClientOptions:
@@ -32,8 +35,11 @@ class ClientOptions:
             (default: the system's trust store).
         cert_file: PEM client certificate for mutual TLS (with ``key_file``).
         key_file: PEM private key of ``cert_file``.
-        headers: Sent with every request (HTTP headers, gRPC metadata), e.g. the admin key
-            of a server started with restricted APIs.
+        headers: Sent with every request, as they are (HTTP headers, gRPC metadata).
+        admin_key: The key of a server whose admin APIs are restricted (``ds-triton serve
+            --admin-key-file``): sent as the ``admin_header`` HTTP header, and as gRPC
+            metadata ``triton-grpc-protocol-<admin_header>``, which is what Triton expects.
+        admin_header: The header name the server was started with.
     """
 
     protocol: Protocol = "http"
@@ -51,6 +57,8 @@ class ClientOptions:
     cert_file: str | None = None
     key_file: str | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
+    admin_key: str | None = None
+    admin_header: str = "admin-key"
 
     def __post_init__(self) -> None:
         checks = {
@@ -72,10 +80,22 @@ class ClientOptions:
             raise ValueError(f"invalid ClientOptions field(s): protocol={self.protocol!r}")
         if (self.cert_file is None) != (self.key_file is None):
             raise ValueError("ClientOptions: cert_file and key_file go together (mutual TLS)")
-        for name, value in self.headers.items():
+        extra = {**self.headers, self.admin_header: self.admin_key or ""}
+        for name, value in extra.items():
             if not name or name != name.strip() or any(c in name + value for c in "\r\n"):
                 raise ValueError(f"ClientOptions: invalid header {name!r}")
 
+    def http_headers(self) -> dict[str, str]:
+        """Headers every HTTP request carries."""
+        admin = {self.admin_header: self.admin_key} if self.admin_key else {}
+        return {**self.headers, **admin}
+
+    def grpc_metadata(self) -> tuple[tuple[str, str], ...]:
+        """Metadata every gRPC call carries (keys lower case, as gRPC requires)."""
+        pairs = {name.lower(): value for name, value in self.headers.items()}
+        if self.admin_key:
+            pairs[f"{GRPC_RESTRICTED_PREFIX}{self.admin_header.lower()}"] = self.admin_key
+        return tuple(pairs.items())
     @property
     def tls_files(self) -> tuple[str | None, str | None, str | None]:
         """``(ca_file, cert_file, key_file)``."""

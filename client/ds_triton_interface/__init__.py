@@ -8,6 +8,7 @@ the client installs without torch or DeepSpeed and the Triton stub imports it ch
 
 from ds_triton_interface.sampling import SAMPLING_KEYS, Range, SamplingKey
 from ds_triton_interface.tensors import (
+    CAPACITY_MESSAGES,
     EMBED_EMBEDDING,
     EMBED_TEXT,
     EMBED_TRUNCATED,
@@ -16,10 +17,13 @@ from ds_triton_interface.tensors import (
     GENERATION,
     NUM_INPUT_TOKENS,
     NUM_OUTPUT_TOKENS,
+    OVER_CAPACITY,
     SAMPLING_PARAMETERS,
+    SHUTTING_DOWN,
     STREAM,
     TEXT_INPUT,
     TEXT_OUTPUT,
+    UNLOADED,
     TaskInterface,
     TensorSpec,
     embedding_interface,
@@ -29,6 +33,7 @@ from ds_triton_interface.tensors import (
 )
 
 __all__ = [
+    "CAPACITY_MESSAGES",
     "EMBED_EMBEDDING",
     "EMBED_TEXT",
     "EMBED_TRUNCATED",
@@ -37,11 +42,14 @@ __all__ = [
     "GENERATION",
     "NUM_INPUT_TOKENS",
     "NUM_OUTPUT_TOKENS",
+    "OVER_CAPACITY",
     "SAMPLING_KEYS",
     "SAMPLING_PARAMETERS",
+    "SHUTTING_DOWN",
     "STREAM",
     "TEXT_INPUT",
     "TEXT_OUTPUT",
+    "UNLOADED",
     "Range",
     "SamplingKey",
     "TaskInterface",

@@ -27,6 +27,19 @@ FINISH_REASON = "finish_reason"
 NUM_INPUT_TOKENS = "num_input_tokens"
 NUM_OUTPUT_TOKENS = "num_output_tokens"
 
+# --- errors a client must tell apart by their words ---------------------------------------
+# Capacity errors carry code UNAVAILABLE, but Triton's HTTP generate endpoints answer
+# every model error with 400, so the message is what a client can go by.
+
+#: The generation model is at ``max_concurrent_sequences`` + ``max_queued_requests``.
+OVER_CAPACITY = "too many concurrent requests"
+#: The generation model is stopping (a drain or an unload) and takes no new requests.
+SHUTTING_DOWN = "the model is shutting down"
+#: The model was unloaded while the request waited or ran.
+UNLOADED = "the model was unloaded before the request finished"
+#: Every message that means "busy here; safe to send elsewhere or later".
+CAPACITY_MESSAGES: tuple[str, ...] = (OVER_CAPACITY, SHUTTING_DOWN, UNLOADED)
+
 #: Config data type -> the datatype name on the wire (KServe v2 HTTP/gRPC).
 WIRE_DATATYPES: dict[str, str] = {
     "TYPE_BOOL": "BOOL",

@@ -38,11 +38,18 @@ def embedding_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
 class Replica:
     """One tritonserver on fixed free ports that a test may kill and start again."""
 
-    def __init__(self, repository: Path, run_dir: Path, models: tuple[str, ...] = (EMBED_MODEL,)) -> None:
+    def __init__(
+        self,
+        repository: Path,
+        run_dir: Path,
+        models: tuple[str, ...] = (EMBED_MODEL,),
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
         self.ports = Ports.free()
         self.repository = repository
         self.run_dir = run_dir
         self.models = models
+        self.extra_args = extra_args
         self.shm_prefix = f"dstc_{uuid.uuid4().hex[:10]}_"
         self.server: TritonServer | None = None
         self._log: object = None
@@ -61,7 +68,10 @@ class Replica:
             ports=self.ports,
             run_dir=self.run_dir,
             model_control="none",
-            extra_args=(f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",),
+            extra_args=(
+                f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
+                *self.extra_args,
+            ),
         )
         log = open(self.run_dir / "server.log", "ab")  # noqa: SIM115 - closed in stop/kill
         self._log = log

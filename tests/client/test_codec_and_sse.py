@@ -109,6 +109,28 @@ def test_model_info_reads_http_and_grpc_config_shapes() -> None:
     assert grpc.max_batch_size == 0 and grpc.rows_per_request == 1 and grpc.decoupled
 
 
+def test_model_info_from_metadata_when_the_config_api_is_restricted() -> None:
+    embedding = ModelInfo.from_metadata(
+        {
+            "name": "e",
+            "inputs": [{"name": "text", "datatype": "BYTES", "shape": [-1, 1]}],
+            "outputs": [{"name": "embedding", "shape": ["-1", "384"]}],  # gRPC JSON: int64 as str
+        }
+    )
+    generation = ModelInfo.from_metadata(
+        {
+            "name": "g",
+            "inputs": [{"name": "text_input", "shape": [1]}],
+            "outputs": [{"name": "text_output", "shape": [-1]}],
+        }
+    )
+    # Batched, but the limit is unknown: one row per request is always within it.
+    assert (embedding.max_batch_size, embedding.rows_per_request, embedding.output_dims) == (
+        1, 1, {"embedding": (384,)},
+    )  # fmt: skip
+    assert generation.max_batch_size == 0 and generation.output_dims == {"text_output": (-1,)}
+
+
 def test_sse_parser_handles_split_chunks_crlf_comments_and_multiline_data() -> None:
     parser = SSEParser()
     stream = b': keep-alive\r\ndata: {"a":\r\ndata: 1}\r\n\r\ndata: {"b": 2}\n\ndata: {"c"'

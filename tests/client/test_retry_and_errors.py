@@ -16,6 +16,7 @@ from ds_triton_client.errors import (
     InvalidInputError,
     ModelNotReadyError,
     OverloadedError,
+    PermissionDeniedError,
     ServerConnectionError,
     ServerError,
     StreamInterruptedError,
@@ -95,6 +96,18 @@ def test_deadline_counts_down() -> None:
         # gRPC stream errors have no status: the wording decides.
         (None, "sampling_parameters.temperature must be a finite number >= 0", InvalidInputError),
         (None, "too many concurrent requests: 16 sequences run; retry later", OverloadedError),
+        # Triton's HTTP generate endpoints turn every model error into 400: the documented
+        # capacity messages still mean "busy, send it elsewhere".
+        ("400", "too many concurrent requests: 1 sequences run and 0 may wait; retry later", OverloadedError),
+        ("400", "the model is shutting down; retry on another instance", OverloadedError),
+        ("StatusCode.UNAVAILABLE", "the model was unloaded before the request finished", OverloadedError),
+        # A restricted API: HTTP says 403, gRPC says UNAVAILABLE; neither is a capacity problem.
+        ("403", "This API is restricted, expecting header 'admin-key'", PermissionDeniedError),
+        (
+            "StatusCode.UNAVAILABLE",
+            "This protocol is restricted, expecting header 'triton-grpc-protocol-admin-key'",
+            PermissionDeniedError,
+        ),
     ],
 )
 def test_status_and_message_map_to_typed_errors(
@@ -160,3 +173,10 @@ def test_refused_urllib3_connection_is_a_connection_error_not_a_timeout() -> Non
     refused = u3.NewConnectionError(None, "Failed to establish a new connection: [Errno 111] refused")  # type: ignore[arg-type]
     assert isinstance(map_error(refused), ServerConnectionError)
     assert isinstance(map_error(u3.ReadTimeoutError(None, "/", "read timed out")), DeadlineExceededError)  # type: ignore[arg-type]
+
+
+def test_the_admin_key_goes_where_triton_looks_for_it() -> None:
+    options = ClientOptions(headers={"X-Trace": "1"}, admin_key="k3y")
+    assert options.http_headers() == {"X-Trace": "1", "admin-key": "k3y"}
+    assert dict(options.grpc_metadata()) == {"x-trace": "1", "triton-grpc-protocol-admin-key": "k3y"}
+    assert ClientOptions().http_headers() == {} and ClientOptions().grpc_metadata() == ()

@@ -20,7 +20,7 @@ from ds_triton_client.options import ClientOptions
 
 T = TypeVar("T")
 Outputs = dict[str, np.ndarray]
-Kind = Literal["server_ready", "model_ready", "model_config", "models", "stats", "infer"]
+Kind = Literal["server_ready", "model_ready", "model_config", "model_metadata", "models", "stats", "infer"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,11 @@ def model_ready(model: str) -> Op[bool]:
 def model_config(model: str) -> Op[dict[str, Any]]:
     """The model's config as HTTP's JSON shape (gRPC answers are converted to it)."""
     return Op("model_config", model)
+
+
+def model_metadata(model: str) -> Op[dict[str, Any]]:
+    """Inputs and outputs with their shapes (open even where the config API is restricted)."""
+    return Op("model_metadata", model)
 
 
 def repository_index() -> Op[list[dict[str, Any]]]:

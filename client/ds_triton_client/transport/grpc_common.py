@@ -36,6 +36,7 @@ _METHODS: dict[str, str] = {
     "server_ready": "ServerReady",
     "model_ready": "ModelReady",
     "model_config": "ModelConfig",
+    "model_metadata": "ModelMetadata",
     "models": "RepositoryIndex",
     "stats": "ModelStatistics",
     "infer": "ModelInfer",
@@ -85,7 +86,7 @@ class ChannelPool:
         self._channels: list[Any] = []
         self._stubs: list[service_pb2_grpc.GRPCInferenceServiceStub] = []
         self._busy: list[int] = []
-        self.metadata = metadata(options)
+        self.metadata = options.grpc_metadata()
 
     @property
     def size(self) -> int:
@@ -185,17 +186,13 @@ class GrpcTransportBase:
         return outputs
 
 
-def metadata(options: ClientOptions) -> tuple[tuple[str, str], ...]:
-    """The extra headers as gRPC metadata (whose keys are lower case)."""
-    return tuple((name.lower(), value) for name, value in options.headers.items())
-
-
 def encode(op: Op[Any]) -> tuple[str, Any]:
     """The stub method and request message of ``op``."""
     messages = {
         "server_ready": lambda: service_pb2.ServerReadyRequest(),
         "model_ready": lambda: service_pb2.ModelReadyRequest(name=op.model),
         "model_config": lambda: service_pb2.ModelConfigRequest(name=op.model),
+        "model_metadata": lambda: service_pb2.ModelMetadataRequest(name=op.model),
         "models": lambda: service_pb2.RepositoryIndexRequest(),
         "stats": lambda: service_pb2.ModelStatisticsRequest(name=op.model),
         "infer": lambda: infer_request(op.model, op.inputs, op.outputs),

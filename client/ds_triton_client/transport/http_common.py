@@ -23,6 +23,7 @@ _ROUTES: dict[str, tuple[str, str]] = {
     "server_ready": ("GET", "/v2/health/ready"),
     "model_ready": ("GET", "/v2/models/{model}/ready"),
     "model_config": ("GET", "/v2/models/{model}/config"),
+    "model_metadata": ("GET", "/v2/models/{model}"),
     "models": ("POST", "/v2/repository/index"),
     "stats": ("GET", "/v2/models/{model}/stats"),
     "infer": ("POST", "/v2/models/{model}/infer"),
@@ -61,7 +62,7 @@ def encode(op: Op[Any], options: ClientOptions) -> HttpRequest:
     """The HTTP request of ``op``, with the client's extra headers."""
     method, template = _ROUTES[op.kind]
     body: bytes | None = None
-    headers = dict(options.headers)
+    headers = options.http_headers()
     if op.kind == "models":
         body = b"{}"
     elif op.kind == "infer":
@@ -88,7 +89,7 @@ def generate_answer(body: bytes) -> dict[str, Any]:
 def generate_request(call: GenerationCall, options: ClientOptions) -> HttpRequest:
     """``/generate`` (one JSON answer) or ``/generate_stream`` (server-sent events)."""
     route = "generate_stream" if call.stream else "generate"
-    headers = {**options.headers, "Content-Type": "application/json"}
+    headers = {**options.http_headers(), "Content-Type": "application/json"}
     if call.stream:
         headers["Accept"] = "text/event-stream"
     body = json.dumps(dict(call.fields)).encode("utf-8")

@@ -49,11 +49,10 @@ from ds_triton.generation.scheduler import PrefillChunk, TokenBudget, plan_prefi
 from ds_triton.generation.sequence import FinishReason, OutputSink, Sequence
 from ds_triton.profiling import Phase, StepTimeline
 from ds_triton.spec import GenerationSpec
-from ds_triton_interface import TEXT_INPUT
+from ds_triton_interface import OVER_CAPACITY, SHUTTING_DOWN, TEXT_INPUT, UNLOADED
 
 LOG = logging.getLogger(__name__)
 
-CAPACITY_MESSAGE = "too many concurrent requests"
 
 
 @dataclass
@@ -117,10 +116,10 @@ class GenerationEngine:
         limit = self.options.max_concurrent_sequences + self.options.max_queued_requests
         with self._condition:
             if not self._accepting:
-                raise CapacityError("the model is shutting down; retry on another instance")
+                raise CapacityError(f"{SHUTTING_DOWN}; retry on another instance")
             if self._in_flight >= limit:
                 raise CapacityError(
-                    f"{CAPACITY_MESSAGE}: {self.options.max_concurrent_sequences} sequences run and "
+                    f"{OVER_CAPACITY}: {self.options.max_concurrent_sequences} sequences run and "
                     f"{self.options.max_queued_requests} may wait; retry later"
                 )
             self._in_flight += 1
@@ -397,7 +396,7 @@ class GenerationEngine:
 
     def _fail_leftovers(self) -> None:
         """At stop: whatever is still in flight gets UNAVAILABLE."""
-        self._fail_everything(CapacityError("the model was unloaded before the request finished"))
+        self._fail_everything(CapacityError(UNLOADED))
 
     def _reset(self, victims: list[Sequence]) -> None:
         """Empty the batch; capacity first, so nothing that raises afterwards can leak it."""
