@@ -8,7 +8,9 @@ one of them runs Triton the same way:
 * the venv's ``bin`` goes first on PATH (the stub takes ``sys.prefix`` from the
   ``python3`` it finds there) and the CUDA runtime that perf_analyzer and the
   stub link goes on LD_LIBRARY_PATH;
-* the server runs in its own process group, so stopping it never leaves a stub.
+* the server runs in its own process group and gives its stubs' ``/dev/shm``
+  regions a prefix of its own, so stopping it (or cleaning up after it died)
+  finds every stub and region it left and nothing of other servers.
 """
 
 from __future__ import annotations
@@ -22,12 +24,22 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Literal
 
+from ds_triton.server_process.procfs import group_members
+from ds_triton.server_process.shm import TRITON_REGION_PREFIX, remove_unused_regions
+from ds_triton.server_process.stubs import Stub, find_stubs
+
 ModelControl = Literal["none", "poll", "explicit"]
+SHM_PREFIX_FLAG = "shm-region-prefix-name="
+# APIs an admin key guards; inference, health, metadata and statistics stay open.
+RESTRICTED_APIS = ("shared-memory", "model-repository", "model-config", "logging", "trace")
+ADMIN_HEADER = "admin-key"  # HTTP header; gRPC metadata is "triton-grpc-protocol-admin-key"
+GRPC_ADMIN_HEADER = f"triton-grpc-protocol-{ADMIN_HEADER}"
 
 
 class ServerStartError(RuntimeError):
@@ -149,9 +161,33 @@ def server_env(base: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+@dataclass(frozen=True)
+class GrpcTls:
+    """gRPC TLS: the server's certificate and key; a client CA turns on mutual TLS."""
+
+    cert: Path
+    key: Path
+    client_ca: Path | None = None
+
+    def args(self) -> list[str]:
+        args = [
+            f"--grpc-server-cert={Path(self.cert).resolve()}",
+            f"--grpc-server-key={Path(self.key).resolve()}",
+        ]
+        if self.client_ca is None:
+            return ["--grpc-use-ssl=true", *args]
+        return ["--grpc-use-ssl-mutual=true", *args, f"--grpc-root-cert={Path(self.client_ca).resolve()}"]
+
+
 @dataclass
 class ServerOptions:
-    """How to run tritonserver over a model repository."""
+    """How to run tritonserver over a model repository.
+
+    ``host`` is the address HTTP, gRPC and metrics listen on (loopback unless told
+    otherwise). ``admin_key`` restricts ``RESTRICTED_APIS`` to requests carrying it
+    (HTTP header ``admin-key``, gRPC metadata ``triton-grpc-protocol-admin-key``).
+    ``exit_timeout_s`` bounds tritonserver's own shutdown after SIGTERM.
+    """
 
     model_repository: Path
     ports: Ports = field(default_factory=Ports)
@@ -161,28 +197,59 @@ class ServerOptions:
     models: Sequence[str] = ()
     log_verbose: int = 0
     extra_args: Sequence[str] = ()
+    host: str = "127.0.0.1"
+    admin_key: str | None = None
+    grpc_tls: GrpcTls | None = None
+    strict_readiness: bool = False
+    exit_timeout_s: int = 30
+    shm_prefix: str = field(default_factory=lambda: f"{TRITON_REGION_PREFIX}{uuid.uuid4().hex[:8]}_")
+
+    def __post_init__(self) -> None:
+        # A prefix passed by hand in extra_args wins; stop() cleans up after that one.
+        for arg in self.extra_args:
+            if arg.startswith("--backend-config=python,") and SHM_PREFIX_FLAG in arg:
+                self.shm_prefix = arg.split(SHM_PREFIX_FLAG, 1)[1]
+
+    @property
+    def connect_host(self) -> str:
+        """Where local clients (readiness checks, the supervisor) reach the server."""
+        return "127.0.0.1" if self.host in ("0.0.0.0", "", "::") else self.host
 
     def command(self, backend_dir: Path) -> list[str]:
         args = [
             str(tritonserver_binary()),
             f"--model-repository={Path(self.model_repository).resolve()}",
             f"--backend-directory={backend_dir.resolve()}",
+            f"--http-address={self.host}",
+            f"--grpc-address={self.host}",
+            f"--metrics-address={self.host}",
             f"--http-port={self.ports.http}",
             f"--grpc-port={self.ports.grpc}",
             f"--metrics-port={self.ports.metrics}",
             f"--model-control-mode={self.model_control}",
             # A model that fails to load is reported UNAVAILABLE; the others keep serving.
             "--exit-on-error=false",
-            "--strict-readiness=false",
+            f"--strict-readiness={str(self.strict_readiness).lower()}",
+            f"--exit-timeout-secs={self.exit_timeout_s}",
             f"--log-verbose={self.log_verbose}",
             # Request and queue-time quantiles on /metrics (Triton 2.51 has no
             # latency histograms); the Grafana dashboard and alert rules use them.
             "--metrics-config=summary_latencies=true",
         ]
+        if not any(SHM_PREFIX_FLAG in arg for arg in self.extra_args):
+            args.append(f"--backend-config=python,{SHM_PREFIX_FLAG}{self.shm_prefix}")
         if self.model_control == "poll":
             args.append(f"--repository-poll-secs={self.poll_seconds}")
         if self.model_control == "explicit":
             args += [f"--load-model={name}" for name in self.models] or ["--load-model=*"]
+        if self.admin_key:
+            apis = ",".join(RESTRICTED_APIS)
+            args += [
+                f"--http-restricted-api={apis}:{ADMIN_HEADER}={self.admin_key}",
+                f"--grpc-restricted-protocol={apis}:{ADMIN_HEADER}={self.admin_key}",
+            ]
+        if self.grpc_tls is not None:
+            args += self.grpc_tls.args()
         return [*args, *self.extra_args]
 
 
@@ -196,15 +263,15 @@ class TritonServer:
 
     @property
     def http_url(self) -> str:
-        return f"127.0.0.1:{self.options.ports.http}"
+        return f"{self.options.connect_host}:{self.options.ports.http}"
 
     @property
     def grpc_url(self) -> str:
-        return f"127.0.0.1:{self.options.ports.grpc}"
+        return f"{self.options.connect_host}:{self.options.ports.grpc}"
 
     @property
     def metrics_url(self) -> str:
-        return f"http://127.0.0.1:{self.options.ports.metrics}/metrics"
+        return f"http://{self.options.connect_host}:{self.options.ports.metrics}/metrics"
 
     @property
     def pid(self) -> int | None:
@@ -237,18 +304,58 @@ class TritonServer:
         raise ServerStartError(f"tritonserver not ready after {timeout:.0f}s (waited for {paths})")
 
     def stop(self, timeout: float = 30.0) -> None:
-        """SIGTERM the process group, then SIGKILL whatever outlives ``timeout``."""
+        """Stop tritonserver; no stub process and no ``/dev/shm`` region of it outlives this.
+
+        SIGTERM goes to tritonserver alone: it unloads every model, which finalizes
+        and ends each stub (stubs ignore SIGTERM themselves). What outlives
+        ``timeout`` is SIGKILLed. Runs the clean-up also when the server had already
+        exited (crashed or killed): its stubs would otherwise run on as orphans.
+        """
         process = self._process
-        if process is None or process.poll() is not None:
+        if process is None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=timeout)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=5)
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    process.wait(timeout=5)
+        self.end_leftovers()
+
+    def end_leftovers(self, grace: float = 1.0) -> list[int]:
+        """Kill what is left of this server's process group and remove its shm regions.
+
+        A stub notices its parent is gone within 0.3 s and exits by itself; one still
+        there after ``grace`` is SIGKILLed. Returns the pids that had to be killed.
+        """
+        process = self._process
+        if process is None or process.poll() is None:
+            raise RuntimeError("end_leftovers() is for a tritonserver that has exited")
+        deadline = time.monotonic() + grace
+        while self._group_alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        killed = [stat.pid for stat in group_members(process.pid) if not stat.is_zombie]
+        if killed:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            deadline = time.monotonic() + 5
+            while self._group_alive() and time.monotonic() < deadline:
+                time.sleep(0.05)
+        _reap_adopted(killed)
+        remove_unused_regions(prefix=self.options.shm_prefix)
+        return killed
+
+    def stubs(self) -> list[Stub]:
+        """This server's live instance stubs."""
+        return find_stubs(self.pid) if self.pid is not None and self.poll() is None else []
+
+    def _group_alive(self) -> bool:
+        assert self._process is not None
+        return any(not stat.is_zombie for stat in group_members(self._process.pid))
 
     def wait(self) -> int:
         if self._process is None:
@@ -256,6 +363,7 @@ class TritonServer:
         return self._process.wait()
 
     def _ok(self, path: str) -> bool:
+        # A fresh connection per check: tritonserver waits for open HTTP connections at exit.
         try:
             with urllib.request.urlopen(f"http://{self.http_url}{path}", timeout=2) as response:
                 return bool(response.status == 200)
@@ -267,6 +375,13 @@ class TritonServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _reap_adopted(pids: Sequence[int]) -> None:
+    """Reap killed stubs that were handed to this process (it is PID 1 in a container)."""
+    for pid in pids:
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitpid(pid, os.WNOHANG)
 
 
 @contextlib.contextmanager
