@@ -10,15 +10,19 @@ import numpy as np
 import pytest
 
 from tests.conftest import MODEL_REPOSITORY
+from tests.repository import tiny_checkpoints
 from tests.repository.live import TEXTS, add_model, embed, state, wait_for
 from tests.serve_process import serving
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
 
-def test_model_added_to_a_running_serve_answers_within_seconds(
-    tmp_path: Path, checkpoints: dict[str, Path]
-) -> None:
+@pytest.fixture
+def distilbert(tmp_path: Path) -> Path:
+    return tiny_checkpoints.make_distilbert(tmp_path / "distilbert")
+
+
+def test_model_added_to_a_running_serve_answers_within_seconds(tmp_path: Path, distilbert: Path) -> None:
     repo = tmp_path / "model_repository"
     shutil.copytree(
         MODEL_REPOSITORY / "text_embedding",
@@ -33,7 +37,7 @@ def test_model_added_to_a_running_serve_answers_within_seconds(
         if not Path("/dev/nvidia0").exists():
             assert (repo / "text_embedding" / "config.pbtxt").read_text() == shipped_config
 
-        add_model(repo, "distil", "--task", "embedding", "--checkpoint", str(checkpoints["distilbert"]))
+        add_model(repo, "distil", "--task", "embedding", "--checkpoint", str(distilbert))
         took = wait_for(
             "distil READY", lambda: state(url, "distil") == "READY", url, lambda: serve.process.poll() is None
         )
