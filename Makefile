@@ -6,6 +6,7 @@ PY := $(VENV)/bin/python
 HTTP_PORT ?= 8000
 GRPC_PORT ?= 8001
 METRICS_PORT ?= 8002
+HOST ?= 127.0.0.1
 PYTEST_ARGS ?=
 
 .PHONY: setup serve test test-fast lint bench clean
@@ -14,7 +15,7 @@ setup:
 	@bash scripts/setup.sh
 
 serve: setup
-	@$(VENV)/bin/ds-triton serve --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
+	@$(VENV)/bin/ds-triton serve --host $(HOST) --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
 
 lint: setup
 	@$(VENV)/bin/ruff check server client perf tests scripts
