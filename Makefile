@@ -9,13 +9,17 @@ METRICS_PORT ?= 8002
 HOST ?= 127.0.0.1
 PYTEST_ARGS ?=
 
-.PHONY: setup serve test test-fast lint bench clean
+.PHONY: setup serve doctor test test-fast lint bench clean
 
 setup:
 	@bash scripts/setup.sh
 
 serve: setup
 	@$(VENV)/bin/ds-triton serve --host $(HOST) --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
+
+# The checks run with the venv first on PATH, as `make serve` gives tritonserver.
+doctor: setup
+	@PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/ds-triton doctor --host $(HOST) --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
 
 lint: setup
 	@$(VENV)/bin/ruff check server client perf tests scripts
