@@ -22,8 +22,8 @@ doctor: setup
 	@PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/ds-triton doctor --host $(HOST) --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
 
 lint: setup
-	@$(VENV)/bin/ruff check server client perf tests scripts
-	@$(VENV)/bin/mypy server/ds_triton client/ds_triton_client client/ds_triton_interface perf/ds_triton_perf
+	@$(VENV)/bin/ruff check server client perf tests scripts docker
+	@$(VENV)/bin/mypy server/ds_triton client/ds_triton_client client/ds_triton_interface perf/ds_triton_perf docker/grafana/dashboard.py
 
 test: setup lint
 	@$(PY) -m pytest -ra $(PYTEST_ARGS)
