@@ -1,0 +1,133 @@
+"""Two real `ds-triton serve` replicas behind the project's nginx, watched by its Prometheus."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from ds_triton.server_process.tritonserver import free_ports
+from tests.deploy.stack import (
+    Nginx,
+    Prometheus,
+    ReplicaPorts,
+    Tls,
+    make_tls,
+    running_nginx,
+    running_prometheus,
+)
+from tests.serve_process import ROOT, ServeProcess, serving
+
+MODEL_REPOSITORY = ROOT / "model_repository"
+
+
+@dataclass
+class Replica:
+    serve: ServeProcess
+    ports: ReplicaPorts
+    group: ProcessGroup | None = None
+
+    @property
+    def tritonserver_pid(self) -> int:
+        """The tritonserver child of this `ds-triton serve`."""
+        pid = self.serve.process.pid
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                if Path(f"/proc/{child}/comm").read_text().strip() == "tritonserver":
+                    return int(child)
+        raise AssertionError(f"ds-triton serve ({pid}) has no tritonserver child")
+
+
+def _start_time(pid: int) -> int:
+    """Start time of a process (clock ticks since boot): with the pid, a process's identity."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+@dataclass
+class ProcessGroup:
+    """What one replica's tritonserver group held: processes and /dev/shm regions.
+
+    Recorded while they run, so that cleanup touches only them, never a process
+    that later reuses a pid or a region of another server on this machine.
+    """
+
+    pgid: int
+    processes: dict[int, int] = field(default_factory=dict)  # pid -> start time
+    regions: set[Path] = field(default_factory=set)
+
+    def record(self) -> None:
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            with contextlib.suppress(OSError, ValueError):
+                pid = int(proc.name)
+                if os.getpgid(pid) != self.pgid:
+                    continue
+                self.processes[pid] = _start_time(pid)
+                for line in (proc / "maps").read_text().splitlines():
+                    path = line.split(maxsplit=5)[-1]
+                    if path.startswith("/dev/shm/"):
+                        self.regions.add(Path(path.removesuffix(" (deleted)")))
+
+    def reap(self) -> None:
+        for pid, started in self.processes.items():
+            with contextlib.suppress(OSError, ValueError):
+                if _start_time(pid) == started:
+                    os.kill(pid, signal.SIGKILL)
+        for region in self.regions:
+            region.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def reaped(replica: Replica) -> Iterator[ProcessGroup]:
+    """Whatever happens to the replica, none of its stubs or /dev/shm regions outlive the test."""
+    group = ProcessGroup(replica.tritonserver_pid)  # tritonserver leads its own group
+    group.record()
+    try:
+        yield group
+    finally:
+        group.reap()
+
+
+@pytest.fixture(scope="session")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> Tls:
+    return make_tls(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture(scope="module")
+def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Replica]]:
+    """Two `ds-triton serve` on the shipped models, started side by side."""
+    supervisor_ports = free_ports(2)
+    work_dirs = [tmp_path_factory.mktemp(f"replica{i}") for i in range(2)]
+    contexts = [
+        serving(MODEL_REPOSITORY, work_dir, extra_args=["--supervisor-metrics-port", str(port)])
+        for work_dir, port in zip(work_dirs, supervisor_ports, strict=True)
+    ]
+    with contextlib.ExitStack() as stack, ThreadPoolExecutor(2) as pool:
+        started = list(pool.map(stack.enter_context, contexts))
+        replicas = [
+            Replica(serve, ReplicaPorts(serve.ports.http, serve.ports.grpc, serve.ports.metrics, port))
+            for serve, port in zip(started, supervisor_ports, strict=True)
+        ]
+        for replica in replicas:
+            replica.group = stack.enter_context(reaped(replica))
+        yield replicas
+
+
+@pytest.fixture(scope="module")
+def nginx(replicas: list[Replica], tls: Tls) -> Iterator[Nginx]:
+    with running_nginx([r.ports for r in replicas], tls) as nginx:
+        yield nginx
+
+
+@pytest.fixture(scope="module")
+def prometheus(replicas: list[Replica], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
+    with running_prometheus([r.ports for r in replicas], tmp_path_factory.mktemp("prometheus")) as prometheus:
+        yield prometheus
