@@ -14,8 +14,9 @@ VENV="${VENV:-$ROOT/.venv}"
 BASE_PYTHON="${BASE_PYTHON:-/usr/bin/python3.11}"
 STAMP="$VENV/.setup-stamp"
 # Serving needs the first three; the rest are real peers the tests run: nginx (balancer),
-# prometheus/promtool (monitoring), nats-server (queue workers), chromium (report check).
-APT_PACKAGES=(libb64-0d libpython3.11 python3.11-venv nginx prometheus nats-server chromium)
+# prometheus/promtool (monitoring), nats-server (queue workers), chromium (report check);
+# gettext-base (envsubst), openssl and curl: the balancer's config, test certificates, docker/ready.sh.
+APT_PACKAGES=(libb64-0d libpython3.11 python3.11-venv nginx prometheus nats-server chromium gettext-base openssl curl)
 
 log() { printf '[setup] %s\n' "$*"; }
 
