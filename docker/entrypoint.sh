@@ -48,9 +48,10 @@ else
   log "serving ${served[*]}"
 fi
 
+# Host, ports, drain timeout and security options come from the environment
+# (HOST, HTTP_PORT, ..., DRAIN_TIMEOUT; see `ds-triton serve --help`) or "$@".
 exec ds-triton serve \
   --model-repository "$serving_repository" \
   --run-dir "$run_dir" \
   --strict-readiness \
-  --host 0.0.0.0 \
   "$@"

@@ -35,13 +35,16 @@ class Replica:
 
     @property
     def tritonserver_pid(self) -> int:
-        """The tritonserver child of this `ds-triton serve`."""
-        pid = self.serve.process.pid
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            for child in (task / "children").read_text().split():
-                if Path(f"/proc/{child}/comm").read_text().strip() == "tritonserver":
-                    return int(child)
-        raise AssertionError(f"ds-triton serve ({pid}) has no tritonserver child")
+        return tritonserver_child(self.serve.process.pid)
+
+
+def tritonserver_child(pid: int) -> int:
+    """The tritonserver child of a `ds-triton serve` process."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            if Path(f"/proc/{child}/comm").read_text().strip() == "tritonserver":
+                return int(child)
+    raise AssertionError(f"ds-triton serve ({pid}) has no tritonserver child")
 
 
 def _start_time(pid: int) -> int:

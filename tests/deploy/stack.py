@@ -75,15 +75,20 @@ def wait_for_port(port: int, timeout: float, process: subprocess.Popen[bytes] | 
 
 
 def stop_process(process: subprocess.Popen[bytes], first: int = signal.SIGTERM, timeout: float = 15) -> None:
-    """Signal the process group, then SIGKILL it if it outlives ``timeout``."""
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, first)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=timeout)
+    """Signal the process group; SIGKILL it if its leader outlives ``timeout``.
+
+    nginx's master leaves only after its workers, so a leader that exited leaves
+    no group behind (and its id is not signalled again once it may be reused).
+    """
+    if process.poll() is not None:
+        return
     with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
+        os.killpg(process.pid, first)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=5)
 
 
