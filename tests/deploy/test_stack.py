@@ -36,6 +36,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.server]
 
 EMBED = "/v2/models/text_embedding/infer"
 FAIL_TIMEOUT_S = 10  # nginx.conf.template: max_fails=3 fail_timeout=10s
+MIN_REQUESTS_AFTER_KILL = 300
 
 
 def embed_body(text: str = "hello world") -> bytes:
@@ -345,7 +346,13 @@ def test_sigkill_of_one_replica_under_load_fails_at_most_one_percent(
         victim.group.record()  # the stubs as they are now, for cleanup
         killed_at = time.time()
         os.kill(victim.tritonserver_pid, signal.SIGKILL)
-        time.sleep(FAIL_TIMEOUT_S + 10)
+        # Past fail_timeout, and enough requests for a 1% share to mean something
+        # (this shared machine may be slow).
+        while time.time() < killed_at + 60 and (
+            time.time() < killed_at + FAIL_TIMEOUT_S + 10
+            or sum(o[0] >= killed_at for o in load.outcomes) < MIN_REQUESTS_AFTER_KILL
+        ):
+            time.sleep(1)
     finally:
         load.stop()
     outcomes = load.outcomes
@@ -353,10 +360,14 @@ def test_sigkill_of_one_replica_under_load_fails_at_most_one_percent(
     failed = [o for o in after_kill if not o[1]]
     late = [o for o in failed if o[0] > killed_at + FAIL_TIMEOUT_S]
     share = len(failed) / len(after_kill)
+    seconds = outcomes[-1][0] - killed_at
     print(f"\nSIGKILL of one replica's tritonserver behind nginx: {len(failed)} of {len(after_kill)} "
-          f"requests failed ({share:.2%}) in the {FAIL_TIMEOUT_S + 10} s after the kill; "
+          f"requests failed ({share:.2%}) in the {seconds:.0f} s after the kill; "
           f"{len(outcomes)} requests in all; failures: {[detail for _, _, detail in failed]}")  # fmt: skip
-    assert len(after_kill) >= 200, "too little load to measure a 1% share"
+    assert len(after_kill) >= MIN_REQUESTS_AFTER_KILL, "too little load to measure a 1% share"
+    # HTTP requests caught on the dead replica are resent to the other one; gRPC
+    # calls in flight there are not (nginx streams gRPC request bodies, so it
+    # cannot resend them) and end UNAVAILABLE, which clients retry.
     assert share <= 0.01, failed[:10]
     assert not late, late[:10]
     # Prometheus sees the replica go: its alert is pending (it fires after 1 min).
