@@ -220,8 +220,15 @@ def generation(dashboard: Dashboard) -> Dashboard:
             ttft_quantile("0.5", "p50"), ttft_quantile("0.99", "p99"),
         ))
         .with_panel(timeseries(
-            "Sequences", "short", "Streams decoding (running), queued (waiting), and the cap.",
+            "Sequences", "short", "Streams decoding (running), queued (waiting), and the rows.",
             query(f"sum by (model, state) (ds_triton_generation_sequences{{{SELECT}}})",
+                  "{{model}} {{state}}"),
+        ))
+        .with_panel(timeseries(
+            "KV cache tokens", "short",
+            "KV-cache tokens reserved by admitted streams, and the token budget: a full budget "
+            "makes new streams wait.",
+            query(f"sum by (model, state) (ds_triton_generation_kv_tokens{{{SELECT}}})",
                   "{{model}} {{state}}"),
         ))
         .with_panel(timeseries(
