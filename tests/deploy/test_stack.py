@@ -28,6 +28,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
+from ds_triton_client import Client
 from tests.deploy.conftest import Replica
 from tests.deploy.queries import adapter_queries, dashboard_queries, rule_queries
 from tests.deploy.stack import Nginx, Prometheus, Tls, https_context
@@ -186,6 +187,14 @@ def test_grpc_streaming_generation_through_nginx(nginx: Nginx, tls: Tls) -> None
     finally:
         client.stop_stream()
         client.close()
+
+
+@pytest.mark.parametrize("scheme", ["https", "grpcs"])
+def test_the_project_client_through_nginx(nginx: Nginx, tls: Tls, scheme: str) -> None:
+    port = nginx.ports.https if scheme == "https" else nginx.ports.grpcs
+    with Client(f"{scheme}://localhost:{port}", ca_file=str(tls.ca)) as client:
+        assert client.embed(["first text", "second text"]).shape == (2, 384)
+        assert "".join(client.stream("Hello", max_tokens=8, temperature=0.0))
 
 
 def test_plaintext_grpc_to_the_tls_port_is_refused(nginx: Nginx) -> None:
