@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from ds_triton.server_process.tritonserver import free_ports
 from tests.deploy.stack import (
     Nginx,
     Prometheus,
@@ -107,17 +106,14 @@ def tls(tmp_path_factory: pytest.TempPathFactory) -> Tls:
 @pytest.fixture(scope="module")
 def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Replica]]:
     """Two `ds-triton serve` on the shipped models, started side by side."""
-    supervisor_ports = free_ports(2)
-    work_dirs = [tmp_path_factory.mktemp(f"replica{i}") for i in range(2)]
-    contexts = [
-        serving(MODEL_REPOSITORY, work_dir, extra_args=["--supervisor-metrics-port", str(port)])
-        for work_dir, port in zip(work_dirs, supervisor_ports, strict=True)
-    ]
+    contexts = [serving(MODEL_REPOSITORY, tmp_path_factory.mktemp(f"replica{i}")) for i in range(2)]
     with contextlib.ExitStack() as stack, ThreadPoolExecutor(2) as pool:
         started = list(pool.map(stack.enter_context, contexts))
         replicas = [
-            Replica(serve, ReplicaPorts(serve.ports.http, serve.ports.grpc, serve.ports.metrics, port))
-            for serve, port in zip(started, supervisor_ports, strict=True)
+            Replica(serve, ReplicaPorts(
+                serve.ports.http, serve.ports.grpc, serve.ports.metrics, serve.supervisor_metrics_port
+            ))
+            for serve in started
         ]
         for replica in replicas:
             replica.group = stack.enter_context(reaped(replica))

@@ -317,7 +317,7 @@ def test_every_dashboard_alert_and_autoscaling_query_returns_data(
 ) -> None:
     load = Load(nginx, tls).start(http_threads=1, grpc_threads=1, generate=True)
     try:
-        time.sleep(15)  # several scrapes of traffic on both models, both replicas
+        time.sleep(10)  # several scrapes of traffic on both models, both replicas
     finally:
         load.stop()
     at = time.time()
@@ -341,7 +341,27 @@ def test_every_rule_loads_and_evaluates(prometheus: Prometheus) -> None:
     assert all(rule["health"] == "ok" for rule in rules), [(r["name"], r.get("lastError")) for r in rules]
 
 
-# -- failover (last: it leaves one replica) -------------------------------------------
+# -- failover (last: they change the replicas) -------------------------------------------
+
+
+def test_a_model_not_loaded_on_one_replica_is_served_by_the_other(
+    nginx: Nginx, tls: Tls, replicas: list[Replica]
+) -> None:
+    # What the supervisor does when a model's stub dies: unload it on that replica.
+    unload = urllib.request.Request(
+        f"http://127.0.0.1:{replicas[0].ports.http}/v2/repository/models/text_generation/unload",
+        data=b"{}", method="POST",
+    )  # fmt: skip
+    with urllib.request.urlopen(unload, timeout=60) as response:
+        assert response.status == 200
+    client = Https(nginx, tls)
+    try:
+        body = json.dumps({"text_input": "Hello", "parameters": {"max_tokens": 4}}).encode()
+        statuses = [client.request("POST", "/v2/models/text_generation/generate", body)[0] for _ in range(20)]
+    finally:
+        client.close()
+    assert statuses == [200] * 20  # each 404 of replica 0 was retried on replica 1
+
 
 
 def test_sigkill_of_one_replica_under_load_fails_at_most_one_percent(
