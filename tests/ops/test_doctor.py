@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from ds_triton.doctor.gpu import Accelerator, judge_deepspeed_op, judge_torch
 from ds_triton.doctor.host import MIB, check_ports, check_shm
 from ds_triton.doctor.python_env import judge_path, judge_stub
@@ -30,6 +32,7 @@ def line_of(output: str, name: str) -> str:
     return next(line for line in output.splitlines() if line[6:].startswith(f"{name}:"))
 
 
+@pytest.mark.slow
 def test_cli_fails_on_a_broken_path_and_a_missing_checkpoint(tmp_path: Path) -> None:
     repository = tmp_path / "model_repository"
     shutil.copytree(ROOT / "model_repository" / "text_generation", repository / "text_generation",

@@ -28,6 +28,9 @@ class FakeTriton:
     def index(self) -> dict[str, ModelState]:
         return {name: ModelState(name, state) for name, state in self.states.items()}
 
+    def config(self, model: str) -> dict[str, object]:
+        return {"model_transaction_policy": {"decoupled": model == "gen"}}
+
     def unload(self, model: str) -> None:
         self.calls.append(("unload", model))
         self.states[model] = "UNLOADING"
@@ -147,6 +150,8 @@ def test_repeated_crashes_back_off_then_leave_the_model_down(proc: FakeProc) -> 
             now += 1.1
             sup.tick(now)  # discovers the new stub
             victim = pid
+    assert any("gen: streams that were running on the dead stub" in r for r in reports)
+    assert not any("emb: streams" in r for r in reports)
     record = sup.records()["gen"]
     assert record.health is Health.DOWN
     assert "3 crashes within 100s" in record.reason and "killed by SIGSEGV" in record.reason

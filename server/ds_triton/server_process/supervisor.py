@@ -82,6 +82,7 @@ class ModelRecord:
     reloads_ok: int = 0
     reloads_failed: int = 0
     restart_at: float = 0.0
+    decoupled: bool | None = None  # streams: their in-flight requests die with the stub
     busy: bool = False  # a load of ours is under way
     pending: str = ""  # the files changed again during that load: load once more after it
     reason: str = ""
@@ -196,6 +197,18 @@ class ModelSupervisor:
                     continue  # still loading: a stub that dies now is a load failure Triton reports
                 if record.health is Health.SERVING:
                     record.stubs[stub.pid] = stub
+            unknown = {stub.model for stub in fresh if self._models[stub.model].decoupled is None}
+        for model in unknown:
+            decoupled = self._is_decoupled(model)
+            with self._lock:
+                self._record(model).decoupled = decoupled
+
+    def _is_decoupled(self, model: str) -> bool | None:
+        try:
+            config = self.api.config(model)
+        except (TritonApiError, OSError):
+            return None
+        return bool(config.get("model_transaction_policy", {}).get("decoupled", False))
 
     def _check_stubs(self, now: float) -> None:
         dead: dict[str, list[tuple[Stub, str]]] = {}
@@ -264,6 +277,9 @@ class ModelSupervisor:
         record.stubs.clear()
         record.crashes_total += 1
         self._unload_quietly(record.name)  # first: readiness turns false now
+        if record.decoupled:
+            self._report(f"{record.name}: streams that were running on the dead stub get no final response "
+                         "from Triton 2.51; they end when their clients' deadlines pass")
         self._note_failure(record, now, what)
 
     def _note_failure(self, record: ModelRecord, now: float, what: str) -> None:
@@ -384,6 +400,7 @@ def _copy(record: ModelRecord) -> ModelRecord:
         reloads_ok=record.reloads_ok,
         reloads_failed=record.reloads_failed,
         restart_at=record.restart_at,
+        decoupled=record.decoupled,
         busy=record.busy,
         pending=record.pending,
         reason=record.reason,

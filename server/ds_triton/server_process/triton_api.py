@@ -52,6 +52,10 @@ class TritonApi:
             found[row["name"]] = ModelState(row["name"], row.get("state", ""), row.get("reason", ""))
         return found
 
+    def config(self, model: str) -> dict[str, Any]:
+        """The model's configuration as Triton runs it (a restricted API: needs the admin key)."""
+        return dict(self._call("GET", f"/v2/models/{model}/config"))
+
     def load(self, model: str, timeout: float = 600.0) -> None:
         """Load (or reload, if its files changed) ``model``; returns once it is READY."""
         self._call("POST", f"/v2/repository/models/{model}/load", b"{}", timeout=timeout)
