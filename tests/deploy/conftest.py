@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from ds_triton.server_process.procfs import children_of, group_members, read_argv, read_stat
 from tests.deploy.stack import (
     Nginx,
     Prometheus,
@@ -34,27 +35,21 @@ class Replica:
 
     @property
     def tritonserver_pid(self) -> int:
-        return tritonserver_child(self.serve.process.pid)
+        return self.serve.tritonserver_pid()
 
 
 def tritonserver_child(pid: int) -> int:
     """The tritonserver child of a `ds-triton serve` process."""
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        for child in (task / "children").read_text().split():
-            if Path(f"/proc/{child}/comm").read_text().strip() == "tritonserver":
-                return int(child)
+    for stat in children_of(pid):
+        argv = read_argv(stat.pid)
+        if argv and Path(argv[0]).name == "tritonserver":
+            return stat.pid
     raise AssertionError(f"ds-triton serve ({pid}) has no tritonserver child")
-
-
-def _start_time(pid: int) -> int:
-    """Start time of a process (clock ticks since boot): with the pid, a process's identity."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    return int(stat.rsplit(")", 1)[1].split()[19])
 
 
 @dataclass
 class ProcessGroup:
-    """What one replica's tritonserver group held: processes and /dev/shm regions.
+    """What one process group held: its processes and the /dev/shm files they mapped.
 
     Recorded while they run, so that cleanup touches only them, never a process
     that later reuses a pid or a region of another server on this machine.
@@ -65,23 +60,19 @@ class ProcessGroup:
     regions: set[Path] = field(default_factory=set)
 
     def record(self) -> None:
-        for proc in Path("/proc").iterdir():
-            if not proc.name.isdigit():
-                continue
-            with contextlib.suppress(OSError, ValueError):
-                pid = int(proc.name)
-                if os.getpgid(pid) != self.pgid:
-                    continue
-                self.processes[pid] = _start_time(pid)
-                for line in (proc / "maps").read_text().splitlines():
+        for stat in group_members(self.pgid):
+            self.processes[stat.pid] = stat.start_ticks
+            with contextlib.suppress(OSError):
+                for line in Path(f"/proc/{stat.pid}/maps").read_text().splitlines():
                     path = line.split(maxsplit=5)[-1]
                     if path.startswith("/dev/shm/"):
                         self.regions.add(Path(path.removesuffix(" (deleted)")))
 
     def reap(self) -> None:
         for pid, started in self.processes.items():
-            with contextlib.suppress(OSError, ValueError):
-                if _start_time(pid) == started:
+            stat = read_stat(pid)
+            if stat is not None and stat.start_ticks == started:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
         for region in self.regions:
             region.unlink(missing_ok=True)
