@@ -342,7 +342,6 @@ def test_the_engine_thread_decodes_with_its_own_tokenizer(loaded: LoadedModel) -
     engine = make_engine(loaded)
     sink = RecordingSink()
     engine.submit(greedy("Hello", 3), sink)
-    (sequence,) = engine._waiting
-    assert sequence._detokenizer._tokenizer is not loaded.tokenizer
+    assert engine._decoding_tokenizer is not engine.tokenizer  # prompts are encoded with the other
     run_until_idle(engine)
     assert sink.text == hf_greedy(loaded, "Hello", 3)[0]

@@ -22,22 +22,62 @@ def tokenizer() -> Any:
     return AutoTokenizer.from_pretrained(CHECKPOINT)
 
 
+def continuation(tokenizer: Any, prompt: list[int], generated: list[int]) -> str:
+    """What HF decode of prompt + generated adds to the prompt's text (the reference)."""
+    full = tokenizer.decode(prompt + generated, skip_special_tokens=True)
+    return str(full[len(tokenizer.decode(prompt, skip_special_tokens=True)) :])
+
+
+def stream(tokenizer: Any, prompt: list[int], generated: list[int]) -> str:
+    detokenizer = IncrementalDetokenizer(tokenizer, prompt)
+    return "".join(detokenizer.add(token) for token in generated) + detokenizer.flush()
+
+
 @pytest.mark.parametrize(
     "text",
-    ["walking towards the unbelievable sunset", "ünïcödé 中文 text, with punctuation!", "a"],
+    [
+        "walking towards the unbelievable sunset",
+        "ünïcödé 中文 text, with punctuation! and a long tail of words to slide the window over",
+        "a",
+    ],
 )
 def test_deltas_add_up_to_the_decoded_text(tokenizer: Any, text: str) -> None:
     prompt = tokenizer("Prompt words")["input_ids"]
     generated = tokenizer(text, add_special_tokens=False)["input_ids"]
-    detokenizer = IncrementalDetokenizer(tokenizer, prompt)
-    streamed = "".join(detokenizer.add(token) for token in generated)
-    assert streamed.strip() == tokenizer.decode(generated, skip_special_tokens=True).strip()
+    assert stream(tokenizer, prompt, generated) == continuation(tokenizer, prompt, generated)
 
 
-def test_prompt_round_trips(tokenizer: Any) -> None:
-    ids = tokenizer("Hello world, the quick brown fox.")["input_ids"]
-    assert ids[0] == tokenizer.bos_token_id and tokenizer.eos_token_id not in ids
-    assert tokenizer.decode(ids, skip_special_tokens=True) == "hello world, the quick brown fox."
+@pytest.fixture(scope="module")
+def byte_level_bpe() -> Any:
+    """A byte-level BPE tokenizer (GPT-2/Qwen2 style) trained here on a little multilingual text."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    corpus = ["hello world, the quick brown fox", "naïve café 中文字符 テキスト 😀🎉", "emoji 😀 and more"]
+    corpus *= 20
+    trainer = trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    backend.train_from_iterator(corpus, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|endoftext|>")
+
+
+def test_byte_level_bpe_streams_split_characters_and_flushes_the_rest_as_hf_decodes(
+    byte_level_bpe: Any,
+) -> None:
+    prompt = byte_level_bpe("hello")["input_ids"]
+    generated = byte_level_bpe(" 中文 😀 café", add_special_tokens=False)["input_ids"]
+    # Single bytes of 4-byte emoji and 3-byte CJK are tokens of their own here.
+    assert any(byte_level_bpe.decode([t]).endswith("\ufffd") for t in generated)
+    assert stream(byte_level_bpe, prompt, generated) == continuation(byte_level_bpe, prompt, generated)
+    # Cut inside the emoji: the held-back bytes come out as HF decode shows them (U+FFFD).
+    emoji_bytes = [t for t in generated if byte_level_bpe.decode([t]) == "\ufffd"]
+    cut = generated[: generated.index(emoji_bytes[0]) + 1]
+    streamed = stream(byte_level_bpe, prompt, cut)
+    assert streamed == continuation(byte_level_bpe, prompt, cut) and streamed.endswith("\ufffd")
 
 
 def test_stop_string_is_cut_and_never_streamed() -> None:
