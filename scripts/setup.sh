@@ -22,7 +22,7 @@ log() { printf '[setup] %s\n' "$*"; }
 
 inputs_hash() {
   cat "$ROOT/requirements/"*.txt "$ROOT/constraints.txt" "$ROOT/pyproject.toml" \
-      "$ROOT/scripts/setup.sh" 2>/dev/null | sha256sum | cut -d' ' -f1
+      "$ROOT/client/pyproject.toml" "$ROOT/scripts/setup.sh" 2>/dev/null | sha256sum | cut -d' ' -f1
 }
 
 install_apt_packages() {
@@ -67,10 +67,13 @@ install_python_packages() {
   # it uses the perf_analyzer that tritonclient installs instead.
   log "pip: genai-perf (without its placeholder perf-analyzer dependency)"
   "$VENV/bin/pip" install -q --no-deps -c "$ROOT/constraints.txt" genai-perf
-  log "pip: this project (editable)"
+  log "pip: this project and its client distribution (editable)"
   # setuptools' editable build prints pages of warnings; keep them unless it fails.
+  # The server first: reinstalling it removes what an older single distribution
+  # installed for the client (its ds-triton-client script), which the client then owns.
   local log="$VENV/.editable-install.log"
   "$VENV/bin/pip" install -q --no-deps --no-build-isolation -e "$ROOT" >"$log" 2>&1 || { cat "$log"; return 1; }
+  "$VENV/bin/pip" install -q --no-deps --no-build-isolation -e "$ROOT/client" >>"$log" 2>&1 || { cat "$log"; return 1; }
 }
 
 main() {

@@ -5,6 +5,7 @@ with Client("http://127.0.0.1:8000") as client:
     vectors = client.embed(["hello", "world"])   # float32 (2, 384)
 """
 
+from ds_triton_client._version import __version__
 from ds_triton_client.aclient import AsyncClient
 from ds_triton_client.client import Client
 from ds_triton_client.codec import GenerationResult
@@ -41,5 +42,6 @@ __all__ = [
     "ServerConnectionError",
     "ServerError",
     "StreamInterruptedError",
+    "__version__",
     "parse_endpoints",
 ]

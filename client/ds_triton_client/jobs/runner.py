@@ -9,6 +9,7 @@ job rerun with the same arguments continues where it stopped.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,9 +80,12 @@ def file_sha256(path: Path) -> str:
 
 
 def check_output_suffix(task: Task, output: Path) -> None:
+    """Refuse an output the job could not write, before any request is sent."""
     allowed = EMBED_SUFFIXES if task == "embed" else GENERATE_SUFFIXES
     if output.suffix.lower() not in allowed:
         raise ValueError(f"{task} output must end with {' or '.join(allowed)}, got {output.name}")
+    if output.suffix.lower() == ".parquet" and importlib.util.find_spec("pyarrow") is None:
+        raise ValueError("writing .parquet needs pyarrow: pip install 'ds-triton-client[parquet]'")
 
 
 class _Job:
