@@ -65,24 +65,22 @@ def pids(proc: Path = PROC) -> Iterator[int]:
             yield int(entry.name)
 
 
-def children_of(parent: int, proc: Path = PROC) -> list[ProcessStat]:
-    """Every live or zombie process whose parent is ``parent``."""
-    found = []
+def processes(proc: Path = PROC) -> Iterator[ProcessStat]:
+    """Every process that has not been reaped, zombies included."""
     for pid in pids(proc):
         stat = read_stat(pid, proc)
-        if stat is not None and stat.ppid == parent:
-            found.append(stat)
-    return found
+        if stat is not None:
+            yield stat
+
+
+def children_of(parent: int, proc: Path = PROC) -> list[ProcessStat]:
+    """Every live or zombie process whose parent is ``parent``."""
+    return [stat for stat in processes(proc) if stat.ppid == parent]
 
 
 def group_members(pgid: int, proc: Path = PROC) -> list[ProcessStat]:
     """Every process in process group ``pgid`` that has not been reaped."""
-    found = []
-    for pid in pids(proc):
-        stat = read_stat(pid, proc)
-        if stat is not None and stat.pgid == pgid:
-            found.append(stat)
-    return found
+    return [stat for stat in processes(proc) if stat.pgid == pgid]
 
 
 def describe_exit(status: int) -> str:

@@ -179,9 +179,8 @@ class ServeSession:
         return 0
 
     def _unload_all(self, deadline: float) -> list[str]:
-        """Unload every model; the names still not unloaded at ``deadline``."""
+        """Unload every model and wait for its stubs to end; the models still busy at ``deadline``."""
         busy: list[str] = []
-        requested: set[str] = set()
         while time.monotonic() < deadline and self.server.poll() is None:
             if self.supervisor is not None:
                 self.supervisor.end_retired(time.monotonic())
@@ -190,20 +189,15 @@ class ServeSession:
             except (TritonApiError, OSError):
                 time.sleep(0.2)
                 continue
-            with_stubs = {stub.model for stub in self.server.stubs()}
-            # A version stuck UNLOADING with no stub left (Triton 2.51, after a crash under
-            # load) has nothing left to finish.
-            busy = [
-                name for name, row in index.items()
-                if row.state in ("READY", "LOADING") or (row.state == "UNLOADING" and name in with_stubs)
-            ]  # fmt: skip
+            serving = {name for name, row in index.items() if row.state in ("READY", "LOADING")}
+            for name in serving:
+                with contextlib.suppress(TritonApiError, OSError):
+                    self.api.unload(name)
+            # A stub ends once its model is finalized, which for a decoupled model waits for
+            # its streams. (A version stuck UNLOADING after a crash has zombies only.)
+            busy = sorted(serving | {stub.model for stub in self.server.stubs()})
             if not busy:
                 return []
-            for name in busy:
-                if name not in requested or index[name].state in ("READY", "LOADING"):
-                    requested.add(name)
-                    with contextlib.suppress(TritonApiError, OSError):
-                        self.api.unload(name)
             time.sleep(0.2)
         return busy
 

@@ -182,6 +182,7 @@ class ModelSupervisor:
         """Start watching stubs of READY models that are not yet watched."""
         with self._lock:
             known = {pid for record in self._models.values() for pid in record.stubs}
+            known |= {stub.pid for stub, _ in self._retired}  # a crashed version's, not the new one's
         fresh = [stub for stub in find_stubs(self.server_pid, self._proc) if stub.pid not in known]
         if not fresh:
             return
