@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import json
+import shutil
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
+from ds_triton.server_process.tritonserver import TritonServer
 from ds_triton.spec import ModelSpec
+from tests.conftest import MODEL_REPOSITORY, StartServer
+from tests.server.generation_client import BPE_MODEL, MODEL, make_byte_level_qwen2
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,3 +32,38 @@ def reference_embeddings() -> Callable[[Sequence[str]], np.ndarray]:
         return np.asarray(model.encode(list(texts), convert_to_numpy=True), dtype=np.float32)
 
     return encode
+
+
+@pytest.fixture(scope="session")
+def tight_server(
+    start_server: StartServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TritonServer]:
+    """Generation models that are not the shipped one, on one server (one start for both):
+
+    - ``text_generation`` with one running sequence, no queue and short prompts, so
+      limits are easy to reach;
+    - ``BPE_MODEL``: a tiny Qwen2 with a byte-level BPE tokenizer trained at test time.
+    """
+    repository = tmp_path_factory.mktemp("tight-repo")
+    source = MODEL_REPOSITORY / MODEL
+    for name in (MODEL, BPE_MODEL):
+        shutil.copytree(source, repository / name, ignore=shutil.ignore_patterns("checkpoint", "__pycache__"))
+    spec = json.loads((source / "1" / "model.json").read_text())
+    tight = {**spec, "checkpoint": str((source / "1" / "checkpoint").resolve())}
+    tight["generation"] = {
+        **spec["generation"],
+        "max_concurrent_sequences": 1,
+        "max_queued_requests": 0,
+        "max_prompt_tokens": 16,
+        "max_tokens_limit": 1000,
+    }
+    (repository / MODEL / "1" / "model.json").write_text(json.dumps(tight, indent=2))
+    checkpoint = make_byte_level_qwen2(tmp_path_factory.mktemp("qwen2-bpe"))
+    bpe = {**spec, "name": BPE_MODEL, "checkpoint": str(checkpoint)}
+    bpe["generation"] = {**spec["generation"], "max_prompt_tokens": 64, "max_tokens_limit": 128}
+    (repository / BPE_MODEL / "1" / "model.json").write_text(json.dumps(bpe, indent=2))
+    (repository / BPE_MODEL / "config.pbtxt").write_text(
+        (source / "config.pbtxt").read_text().replace(f'name: "{MODEL}"', f'name: "{BPE_MODEL}"')
+    )
+    with start_server(repository=repository, models=[MODEL, BPE_MODEL]) as server:
+        yield server

@@ -10,18 +10,15 @@ from __future__ import annotations
 import http.client
 import json
 import queue
-import shutil
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import tritonclient.grpc as grpcclient
 
 from ds_triton.server_process.tritonserver import TritonServer
-from tests.conftest import MODEL_REPOSITORY, StartServer
-from tests.server.test_generation_serving import (
+from tests.server.generation_client import (
     MODEL,
     generation_metrics,
     grpc_generate,
@@ -87,26 +84,7 @@ def test_bad_requests_do_not_disturb_a_running_stream(triton_server: TritonServe
     assert client.is_server_live() and client.is_model_ready(MODEL)
 
 
-# -- a copy of the model with tight limits --------------------------------------
-
-
-@pytest.fixture(scope="module")
-def tight_server(
-    start_server: StartServer, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[TritonServer]:
-    """One running sequence, no queue, short prompts: limits are easy to reach."""
-    repository = tmp_path_factory.mktemp("tight-repo")
-    source = MODEL_REPOSITORY / MODEL
-    target = repository / MODEL
-    shutil.copytree(source, target, ignore=shutil.ignore_patterns("checkpoint", "__pycache__"))
-    spec = json.loads((source / "1" / "model.json").read_text())
-    spec["checkpoint"] = str((source / "1" / "checkpoint").resolve())
-    spec["generation"].update(
-        max_concurrent_sequences=1, max_queued_requests=0, max_prompt_tokens=16, max_tokens_limit=1000
-    )
-    (target / "1" / "model.json").write_text(json.dumps(spec, indent=2))
-    with start_server(repository=repository, models=[MODEL]) as server:
-        yield server
+# -- a copy of the model with tight limits (tight_server, in conftest.py) -------
 
 
 def long_request() -> list[grpcclient.InferInput]:

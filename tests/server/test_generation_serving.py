@@ -10,12 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import queue
-import re
-import time
-import urllib.request
-from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +19,22 @@ import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as grpcclient_aio
 
 from ds_triton.server_process.tritonserver import TritonServer
+from tests.server.generation_client import (
+    CHECKPOINT,
+    MODEL,
+    HFReference,
+    generation_metrics,
+    grpc_generate,
+    hf_greedy_reference,
+    http_post,
+    prompt_tokens,
+    sse_events,
+    vllm_inputs,
+    wait_for_metrics,
+)
 from tests.server.perf_tool import perf_analyzer_throughput
 
 pytestmark = pytest.mark.server
-
-MODEL = "text_generation"
-CHECKPOINT = Path(__file__).resolve().parents[2] / "model_repository/text_generation/1/checkpoint"
 PROMPTS = [
     "Hello",
     "The quick brown fox jumps over the lazy dog and keeps running",
@@ -39,176 +43,10 @@ PROMPTS = [
 ]
 
 
-# -- clients -------------------------------------------------------------------
-
-
-@dataclass
-class Stream:
-    """Responses of one request: text pieces and the optional outputs, or its error."""
-
-    texts: list[str] = field(default_factory=list)
-    num_input_tokens: list[int] = field(default_factory=list)
-    num_output_tokens: list[int] = field(default_factory=list)
-    finish_reasons: list[str] = field(default_factory=list)
-    error: str | None = None  # gRPC streams carry an error's message, not its code
-    final: bool = False
-
-    @property
-    def text(self) -> str:
-        return "".join(self.texts)
-
-    @property
-    def tokens(self) -> int:
-        """Generated tokens (needs return_num_output_tokens); a response may carry several
-        when the client lags behind (merged like vLLM's output collector)."""
-        return sum(self.num_output_tokens)
-
-
-def vllm_inputs(
-    prompt: str | bytes,
-    stream: bool | None = True,
-    sampling: dict[str, Any] | bytes | None = None,
-    exclude_input: bool | None = None,
-    counts: bool = False,
-) -> list[grpcclient.InferInput]:
-    """Inputs exactly as the vLLM backend's clients build them."""
-
-    def tensor(name: str, value: Any, datatype: str) -> grpcclient.InferInput:
-        item = grpcclient.InferInput(name, [1], datatype)
-        item.set_data_from_numpy(np.array([value], dtype=bool if datatype == "BOOL" else object))
-        return item
-
-    data = prompt.encode("utf-8") if isinstance(prompt, str) else prompt
-    inputs = [tensor("text_input", data, "BYTES")]
-    if stream is not None:
-        inputs.append(tensor("stream", stream, "BOOL"))
-    if sampling is not None:
-        raw = sampling if isinstance(sampling, bytes) else json.dumps(sampling).encode()
-        inputs.append(tensor("sampling_parameters", raw, "BYTES"))
-    if exclude_input is not None:
-        inputs.append(tensor("exclude_input_in_output", exclude_input, "BOOL"))
-    if counts:
-        for name in ("return_num_input_tokens", "return_num_output_tokens", "return_finish_reason"):
-            inputs.append(tensor(name, True, "BOOL"))
-    return inputs
-
-
-def grpc_generate(
-    url: str, requests: Sequence[list[grpcclient.InferInput]], timeout: float = 120.0
-) -> list[Stream]:
-    """Send every request on ONE gRPC stream (concurrently) and collect each one's responses."""
-    events: queue.Queue[tuple[Any, Any]] = queue.Queue()
-    streams = [Stream() for _ in requests]
-    client = grpcclient.InferenceServerClient(url)
-    client.start_stream(callback=lambda result, error: events.put((result, error)))
-    try:
-        for index, inputs in enumerate(requests):
-            client.async_stream_infer(
-                MODEL, inputs, request_id=str(index), enable_empty_final_response=True
-            )
-        pending = len(requests)
-        while pending:
-            result, error = events.get(timeout=timeout)
-            if error is not None:
-                # Errors carry no request id; tests with errors send one request per stream.
-                target = next(s for s in streams if not s.final)
-                target.error, target.final = str(error), True
-                pending -= 1
-                continue
-            response = result.get_response()
-            stream = streams[int(response.id)]
-            _record(stream, result)
-            if response.parameters["triton_final_response"].bool_param:
-                stream.final = True
-                pending -= 1
-    finally:
-        client.stop_stream()
-        client.close()
-    return streams
-
-
-def _record(stream: Stream, result: Any) -> None:
-    text = result.as_numpy("text_output")
-    if text is None:  # an empty final response
-        return
-    stream.texts.extend(t.decode("utf-8") for t in text.reshape(-1))
-    for name, values in (
-        ("num_input_tokens", stream.num_input_tokens),
-        ("num_output_tokens", stream.num_output_tokens),
-    ):
-        array = result.as_numpy(name)
-        if array is not None:
-            values.extend(int(v) for v in array.reshape(-1))
-    reasons = result.as_numpy("finish_reason")
-    if reasons is not None:
-        stream.finish_reasons.extend(r.decode() for r in reasons.reshape(-1))
-
-
-def http_post(server: TritonServer, path: str, body: dict[str, Any]) -> tuple[int, str]:
-    request = urllib.request.Request(
-        f"http://{server.http_url}/v2/models/{MODEL}/{path}",
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=120) as response:
-            return response.status, response.read().decode("utf-8")
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode("utf-8")
-
-
-def sse_events(text: str) -> list[dict[str, Any]]:
-    return [json.loads(line[len("data: ") :]) for line in text.splitlines() if line.startswith("data: ")]
-
-
-def wait_for_metrics(
-    server: TritonServer, ready: Any, attempts: int = 50
-) -> dict[str, float]:
-    """Metrics once ``ready(samples)`` holds; counters are published a moment after the
-    last response, so a test polls (bounded) instead of reading once."""
-    for _ in range(attempts):
-        samples = generation_metrics(server)
-        if ready(samples):
-            return samples
-        time.sleep(0.1)
-    return generation_metrics(server)
-
-
-def generation_metrics(server: TritonServer) -> dict[str, float]:
-    """The ds_triton_generation_* samples of text_generation, keyed by name and labels."""
-    with urllib.request.urlopen(server.metrics_url, timeout=10) as response:
-        text = response.read().decode()
-    samples: dict[str, float] = {}
-    for line in text.splitlines():
-        if line.startswith("ds_triton_generation") and f'model="{MODEL}"' in line:
-            key, value = line.rsplit(" ", 1)
-            labels = dict(re.findall(r'(\w+)="([^"]*)"', key))
-            extra = ",".join(f"{k}={v}" for k, v in sorted(labels.items()) if k not in ("model", "version"))
-            samples[key.split("{")[0] + (f"[{extra}]" if extra else "")] = float(value)
-    return samples
-
-
-# -- reference -----------------------------------------------------------------
-
-
 @pytest.fixture(scope="session")
-def hf_reference() -> Any:
-    """HF ``generate`` (greedy) on the same checkpoint in this process: prompt -> continuation."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(CHECKPOINT)
-    model = AutoModelForCausalLM.from_pretrained(CHECKPOINT, dtype=torch.float32).eval()
-
-    def generate(prompt: str, max_tokens: int) -> tuple[str, int]:
-        inputs = tokenizer(prompt, return_tensors="pt")
-        with torch.inference_mode():
-            out = model.generate(**inputs, max_new_tokens=max_tokens, do_sample=False)
-        full = str(tokenizer.decode(out[0].tolist(), skip_special_tokens=True))
-        prompt_text = str(tokenizer.decode(inputs["input_ids"][0].tolist(), skip_special_tokens=True))
-        return full[len(prompt_text) :], int(out.shape[1] - inputs["input_ids"].shape[1])
-
-    return generate
+def hf_reference() -> HFReference:
+    """HF ``generate`` (greedy) on the shipped checkpoint, in this process."""
+    return hf_greedy_reference(CHECKPOINT)
 
 
 # -- tests ---------------------------------------------------------------------
@@ -231,7 +69,9 @@ def test_config_has_the_vllm_backend_interface(triton_server: TritonServer) -> N
     assert outputs["num_output_tokens"] == ("TYPE_UINT32", ["-1"])
 
 
-def test_grpc_streaming_matches_hf_generate_alone(triton_server: TritonServer, hf_reference: Any) -> None:
+def test_grpc_streaming_matches_hf_generate_alone(
+    triton_server: TritonServer, hf_reference: HFReference
+) -> None:
     sampling = {"temperature": 0, "max_tokens": 20}
     (stream,) = grpc_generate(triton_server.grpc_url, [vllm_inputs(PROMPTS[1], True, sampling, counts=True)])
     expected, count = hf_reference(PROMPTS[1], 20)
@@ -240,13 +80,13 @@ def test_grpc_streaming_matches_hf_generate_alone(triton_server: TritonServer, h
     assert stream.tokens == count == 20
     # A response per token, unless the client lagged and some were merged.
     assert 1 <= len(stream.texts) <= 20 and all(n >= 1 for n in stream.num_output_tokens)
-    assert set(stream.num_input_tokens) == {13}
+    assert set(stream.num_input_tokens) == {prompt_tokens(CHECKPOINT, PROMPTS[1])}
     assert stream.finish_reasons[-1] == "length"
     assert set(stream.finish_reasons[:-1]) <= {"None"}
 
 
 def test_greedy_in_a_batch_of_different_lengths_matches_hf_generate(
-    triton_server: TritonServer, hf_reference: Any
+    triton_server: TritonServer, hf_reference: HFReference
 ) -> None:
     before = generation_metrics(triton_server)
     lengths = [24, 9, 30, 17]
@@ -296,7 +136,7 @@ def test_eight_concurrent_streams_share_forward_passes(triton_server: TritonServ
 
 
 def test_http_generate_stream_sends_server_sent_events(
-    triton_server: TritonServer, hf_reference: Any
+    triton_server: TritonServer, hf_reference: HFReference
 ) -> None:
     body = {"text_input": "Hello", "parameters": {"stream": True, "temperature": 0, "max_tokens": 16}}
     status, text = http_post(triton_server, "generate_stream", body)
@@ -308,7 +148,7 @@ def test_http_generate_stream_sends_server_sent_events(
 
 
 def test_http_generate_returns_prompt_and_text_in_one_response(
-    triton_server: TritonServer, hf_reference: Any
+    triton_server: TritonServer, hf_reference: HFReference
 ) -> None:
     body = {
         "text_input": "Hello",
@@ -327,7 +167,7 @@ def test_http_generate_returns_prompt_and_text_in_one_response(
 
 
 def test_max_tokens_and_stop_strings_end_the_stream_with_a_final_response(
-    triton_server: TritonServer, hf_reference: Any
+    triton_server: TritonServer, hf_reference: HFReference
 ) -> None:
     reference = hf_reference(PROMPTS[0], 12)[0]
     stop = reference.split()[3]

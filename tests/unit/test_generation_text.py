@@ -9,6 +9,7 @@ import pytest
 
 from ds_triton.generation.detokenizer import IncrementalDetokenizer
 from ds_triton.generation.stopping import StopStringMatcher
+from tests.unit.generation_support import byte_level_bpe_tokenizer
 
 CHECKPOINT = Path(__file__).resolve().parents[2] / "model_repository/text_generation/1/checkpoint"
 
@@ -49,20 +50,7 @@ def test_deltas_add_up_to_the_decoded_text(tokenizer: Any, text: str) -> None:
 
 @pytest.fixture(scope="module")
 def byte_level_bpe() -> Any:
-    """A byte-level BPE tokenizer (GPT-2/Qwen2 style) trained here on a little multilingual text."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    backend = Tokenizer(models.BPE())
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.decoder = decoders.ByteLevel()
-    corpus = ["hello world, the quick brown fox", "naïve café 中文字符 テキスト 😀🎉", "emoji 😀 and more"]
-    corpus *= 20
-    trainer = trainers.BpeTrainer(
-        vocab_size=300, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-    )
-    backend.train_from_iterator(corpus, trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|endoftext|>")
+    return byte_level_bpe_tokenizer()
 
 
 def test_byte_level_bpe_streams_split_characters_and_flushes_the_rest_as_hf_decodes(
