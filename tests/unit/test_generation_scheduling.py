@@ -143,3 +143,17 @@ def test_the_budget_refuses_what_does_not_fit_and_takes_back_what_is_given() -> 
         budget.take(41)
     budget.give_back(60)
     assert budget.reserved == 0 and budget.fits(100)
+
+
+# -- spec ----------------------------------------------------------------------
+
+
+def test_the_spec_refuses_a_budget_the_longest_request_cannot_fit() -> None:
+    from ds_triton.errors import SpecError
+    from ds_triton.spec import GenerationSpec
+
+    GenerationSpec(max_prompt_tokens=100, max_tokens_limit=28, max_batch_total_tokens=128).validate()
+    with pytest.raises(SpecError, match=r"max_batch_total_tokens \(127\) must be at least"):
+        GenerationSpec(max_prompt_tokens=100, max_tokens_limit=28, max_batch_total_tokens=127).validate()
+    with pytest.raises(SpecError, match=r"generation\.max_prefill_tokens must be >= 1"):
+        GenerationSpec(max_prefill_tokens=0).validate()
