@@ -258,8 +258,10 @@ class GenerationEngine:
             done = [i for i in range(len(sequences)) if chunk.completes(i)]
             tokens = None
             if done:
-                index = torch.tensor(done, dtype=torch.long, device=logits.device)
-                tokens = self._sample(logits.index_select(0, index), [sequences[i] for i in done])
+                if len(done) < len(sequences):  # some prompts continue in the next chunk
+                    index = self.runner.to_device(torch.tensor(done, dtype=torch.long))
+                    logits = logits.index_select(0, index)
+                tokens = self._sample(logits, [sequences[i] for i in done])
                 work.first_tokens = [sequences[i] for i in done]
         except Exception as exc:  # a failed prefill fails its sequences, not the engine
             LOG.exception("prefill forward failed; failing %d sequences", len(sequences))

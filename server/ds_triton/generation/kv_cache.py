@@ -111,13 +111,12 @@ class SlotLayer(CacheLayerMixin):
             for buffer in self._buffers():
                 buffer.zero_()
 
-    def copy_rows(self, source: torch.Tensor, target: torch.Tensor, columns: int) -> None:
-        """``target`` rows take the first ``columns`` positions of ``source`` rows."""
+    def copy_rows(self, copy: RowCopy, columns: int) -> None:
+        """Apply ``copy`` to the first ``columns`` positions of the rows it names."""
         if not self.is_initialized or columns == 0:
             return
         for buffer in self._buffers():
-            # Indexing with a tensor gathers a copy first, so a swap reads both rows before writing.
-            buffer[target, :, :columns] = buffer[source, :, :columns]
+            copy_rows(buffer, copy, columns)
 
     def _buffers(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self.keys is None or self.values is None:
@@ -157,19 +156,28 @@ class SlotKVCache(Cache):
         """Make the row copies ``SlotTable`` asked for; ``lengths`` are the rows' token counts."""
         for copy in copies:
             if isinstance(copy, Move):
-                source = [copy.source]
-                target = [copy.target]
                 columns = lengths[copy.source]
-            elif isinstance(copy, Swap):
-                source = [copy.first, copy.second]
-                target = [copy.second, copy.first]
+            else:
                 columns = max(lengths[copy.first], lengths[copy.second])
-            else:  # pragma: no cover - RowCopy is closed
-                raise TypeError(f"unknown row copy {copy!r}")
-            src = torch.tensor(source, dtype=torch.long, device=self.device)
-            dst = torch.tensor(target, dtype=torch.long, device=self.device)
             for layer in self.slot_layers:
-                layer.copy_rows(src, dst, columns)
+                layer.copy_rows(copy, columns)
+
+
+def copy_rows(tensor: torch.Tensor, copy: RowCopy, columns: int | None = None) -> None:
+    """Apply ``copy`` to the rows (dim 0) of ``tensor``, only its first ``columns`` positions
+    (dim 2) when given. Rows are addressed by plain ints: no index tensor goes to the device."""
+
+    def row(index: int) -> torch.Tensor:
+        return tensor[index] if columns is None else tensor[index, :, :columns]
+
+    if isinstance(copy, Move):
+        row(copy.target).copy_(row(copy.source))
+    elif isinstance(copy, Swap):
+        held = row(copy.first).clone()
+        row(copy.first).copy_(row(copy.second))
+        row(copy.second).copy_(held)
+    else:  # pragma: no cover - RowCopy is closed
+        raise TypeError(f"unknown row copy {copy!r}")
 
 
 def attention_layers(config: Any, row_tokens: int) -> int:

@@ -58,19 +58,27 @@ class ModelRunner:
         ids = torch.full((len(chunks), width), self.pad_token_id, dtype=torch.long)
         for row, chunk in enumerate(chunks):
             ids[row, : len(chunk)] = torch.tensor(chunk, dtype=torch.long)
-        positions = torch.arange(start, start + width, dtype=torch.long).expand(len(chunks), width)
+        positions = torch.arange(start, start + width, dtype=torch.long, device=self.device)
         last = torch.tensor([[len(c) - 1] for c in chunks], dtype=torch.long)
-        row_index = torch.tensor(list(rows), dtype=torch.long)
         contiguous = list(rows) == list(range(len(rows)))
         cache.plan = WritePlan(
-            row_index.to(self.device), contiguous, start, None, start + width, width
-        )
+            self.to_device(torch.tensor(list(rows), dtype=torch.long)), contiguous, start, None,
+            start + width, width,
+        )  # fmt: skip
         # Right padding needs no padding mask: a real token at column c only attends to
         # columns <= c, which are real (this chunk or the row's history); what padded
         # queries compute is discarded, and the cache columns they fill are overwritten
         # by the row's next tokens before anything reads them.
-        logits = self._run(ids.to(self.device), positions.to(self.device), None, cache, last.to(self.device))
-        return logits
+        return self._run(
+            self.to_device(ids), positions.expand(len(chunks), width), None, cache, self.to_device(last)
+        )
+
+    def to_device(self, tensor: torch.Tensor) -> torch.Tensor:
+        """A host tensor on the model's device without a sync: a GPU copies it from pinned
+        memory while the host goes on (a plain copy would wait for all queued work first)."""
+        if self.device.type == "cpu":
+            return tensor
+        return tensor.pin_memory().to(self.device, non_blocking=True)
 
     @torch.inference_mode()
     def decode(

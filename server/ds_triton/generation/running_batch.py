@@ -14,7 +14,7 @@ from typing import Generic, TypeVar
 
 import torch
 
-from ds_triton.generation.kv_cache import SlotKVCache
+from ds_triton.generation.kv_cache import SlotKVCache, copy_rows
 from ds_triton.generation.model_runner import ModelRunner
 from ds_triton.generation.slots import Move, RowCopy, SlotTable, Swap
 
@@ -100,12 +100,6 @@ class RunningBatch(Generic[T]):
         self.lengths.zero_()
         self._host_lengths = [0] * self.table.capacity
 
-    @property
-    def tokens_held(self) -> int:
-        """KV tokens the rows in use hold now."""
-        rows = range(self.table.capacity)
-        return sum(self._host_lengths[r] for r in rows if self.table.occupant(r) is not None)
-
     def _set_length(self, row: int, length: int) -> None:
         self._host_lengths[row] = length
         self.lengths[row] = length
@@ -115,16 +109,10 @@ class RunningBatch(Generic[T]):
             return
         self.cache.apply(copies, self._host_lengths)
         for copy in copies:
+            copy_rows(self.lengths, copy)
+            copy_rows(self.last_tokens, copy)
             if isinstance(copy, Move):
-                pairs = [(copy.source, copy.target)]
+                self._host_lengths[copy.target] = self._host_lengths[copy.source]
             elif isinstance(copy, Swap):
-                pairs = [(copy.first, copy.second), (copy.second, copy.first)]
-            else:  # pragma: no cover - RowCopy is closed
-                raise TypeError(f"unknown row copy {copy!r}")
-            source = torch.tensor([p[0] for p in pairs], dtype=torch.long, device=self.lengths.device)
-            target = torch.tensor([p[1] for p in pairs], dtype=torch.long, device=self.lengths.device)
-            self.lengths[target] = self.lengths[source]
-            self.last_tokens[target] = self.last_tokens[source]
-            host = [self._host_lengths[s] for s, _ in pairs]
-            for (_, t), length in zip(pairs, host, strict=True):
-                self._host_lengths[t] = length
+                lengths = self._host_lengths
+                lengths[copy.first], lengths[copy.second] = lengths[copy.second], lengths[copy.first]
