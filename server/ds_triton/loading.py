@@ -2,7 +2,10 @@
 
 One function serves every model of a task, whatever its architecture: the
 Auto classes pick the implementation, and an architecture that does not fit
-the task fails here with a message that names it.
+the task fails here with a message that names it. Only checkpoint files inside
+the repository (or an allowed root) are read, weights come from safetensors
+unless the spec allows pickle, and a checkpoint's own Python code never runs
+(``trust_remote_code`` is always off).
 """
 
 from __future__ import annotations
@@ -13,8 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ds_triton import kernel_injection
+from ds_triton.checkpoint_files import check_weights
 from ds_triton.devices import Placement
 from ds_triton.errors import ModelLoadError
+from ds_triton.kernel_injection import OpsProbe, PolicyLookup
 from ds_triton.spec import ModelSpec
 
 LOG = logging.getLogger(__name__)
@@ -43,70 +49,64 @@ def torch_dtype(name: str) -> Any:
     return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[name]
 
 
-def use_kernel_injection(spec: ModelSpec, placement: Placement) -> bool:
-    """Whether this instance wraps the model with DeepSpeed's injected kernels.
+def load_model(
+    spec: ModelSpec,
+    version_dir: Path,
+    placement: Placement,
+    *,
+    ops_probe: OpsProbe | None = None,
+    policies_for: PolicyLookup | None = None,
+) -> LoadedModel:
+    """Load ``spec``'s checkpoint for its task onto ``placement`` and wrap it in DeepSpeed.
 
-    The fused kernels need CUDA, so ``auto`` turns them on only there. Generation
-    never uses them: in-flight batching adds and removes rows of the Hugging Face
-    KV cache between steps, and the injected attention keeps its own KV-cache
-    workspace that ignores that cache, so ``on`` is refused instead of producing
-    wrong tokens.
+    ``ops_probe`` and ``policies_for`` replace DeepSpeed's own op and policy
+    lookups in the kernel-injection decision (see ``ds_triton.kernel_injection``).
     """
-    if spec.task == "generation":
-        if spec.kernel_inject == "on":
-            raise ModelLoadError(
-                f"model {spec.name!r}: kernel_inject 'on' is not supported for task 'generation': "
-                "DeepSpeed's injected kernels keep their own KV cache, which in-flight batching "
-                "cannot share; use 'auto' or 'off'"
-            )
-        return False
-    if spec.kernel_inject == "on" and not placement.is_cuda:
-        raise ModelLoadError(
-            f"model {spec.name!r}: kernel_inject 'on' needs a CUDA GPU, but this instance "
-            "runs on CPU; use 'auto' or 'off'"
-        )
-    return spec.kernel_inject == "on" or (spec.kernel_inject == "auto" and placement.is_cuda)
-
-
-def load_model(spec: ModelSpec, version_dir: Path, placement: Placement) -> LoadedModel:
-    """Load ``spec``'s checkpoint for its task onto ``placement`` and wrap it in DeepSpeed."""
     import torch
 
     torch.set_num_threads(placement.threads)
-    checkpoint = spec.resolve_checkpoint(version_dir)
+    checkpoint = spec.resolve_checkpoint(version_dir)  # refuses paths outside the repository
     if not (checkpoint / "config.json").is_file():
         raise ModelLoadError(
             f"model {spec.name!r}: checkpoint folder {checkpoint} has no config.json "
             "(expected a local Hugging Face checkpoint)"
         )
+    weights = check_weights(checkpoint, spec.allow_pickle)  # safetensors, or pickle if opted in
     config = _load_config(spec, checkpoint)
     model_class = model_class_for(spec, config)
     dtype = torch_dtype(spec.dtype)
     try:
-        module = model_class.from_pretrained(checkpoint, dtype=dtype, local_files_only=True)
+        module = model_class.from_pretrained(
+            checkpoint, dtype=dtype, local_files_only=True, trust_remote_code=False,
+            use_safetensors=bool(weights.safetensors),
+        )
         tokenizer = _load_tokenizer(checkpoint)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RuntimeError) as exc:  # e.g. weights that do not fit the config
         raise ModelLoadError(f"model {spec.name!r}: cannot load {checkpoint}: {exc}") from exc
-    module.eval().to(placement.device)
-    inject = use_kernel_injection(spec, placement)
-    engine = _init_inference(module, dtype, inject)
-    LOG.info(
-        "loaded %s (%s) from %s on %s, %d threads, kernel injection %s",
-        spec.name,
-        config.model_type,
-        checkpoint,
-        placement.device,
-        placement.threads,
-        inject,
+    decision = kernel_injection.decide(
+        spec, placement, module, ops_probe=ops_probe, policies_for=policies_for
     )
-    return LoadedModel(engine, engine.module, tokenizer, config, checkpoint, placement.device, inject)
+    LOG.info("%s: kernel injection %s: %s", spec.name, "on" if decision.inject else "off", decision.reason)
+    if placement.is_cuda:
+        # DeepSpeed moves the module to the *current* CUDA device; without this every
+        # instance would land on cuda:0 whatever GPU Triton gave it.
+        torch.cuda.set_device(placement.device_index)
+    module.eval().to(placement.device)
+    engine = _init_inference(module, dtype, decision.inject)
+    LOG.info(
+        "loaded %s (%s) from %s on %s in %s, %d threads",
+        spec.name, config.model_type, checkpoint, placement.device, spec.dtype, placement.threads,
+    )
+    return LoadedModel(
+        engine, engine.module, tokenizer, config, checkpoint, placement.device, decision.inject
+    )
 
 
 def _load_config(spec: ModelSpec, checkpoint: Path) -> Any:
     from transformers import AutoConfig
 
     try:
-        return AutoConfig.from_pretrained(checkpoint, local_files_only=True)
+        return AutoConfig.from_pretrained(checkpoint, local_files_only=True, trust_remote_code=False)
     except (OSError, ValueError, KeyError) as exc:
         raise ModelLoadError(f"model {spec.name!r}: unreadable config in {checkpoint}: {exc}") from exc
 
@@ -140,7 +140,7 @@ def model_class_for(spec: ModelSpec, config: Any) -> Any:
 def _load_tokenizer(checkpoint: Path) -> Any:
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(checkpoint, local_files_only=True)
+    return AutoTokenizer.from_pretrained(checkpoint, local_files_only=True, trust_remote_code=False)
 
 
 def _init_inference(module: Any, dtype: Any, kernel_inject: bool) -> Any:

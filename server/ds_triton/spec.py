@@ -7,49 +7,60 @@ model code reads it at load time, so the two can never disagree.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
+from ds_triton.checkpoint_files import resolve_checkpoint
 from ds_triton.errors import SpecError
+from ds_triton.typed_json import build, setting
 
 SPEC_FILENAME = "model.json"
-PACKAGE_PREFIX = "package:"
 
 Task = Literal["embedding", "generation"]
 DType = Literal["fp32", "fp16", "bf16"]
 Pooling = Literal["mean", "cls", "last_token"]
 KernelInject = Literal["auto", "on", "off"]
 
-TASKS: tuple[str, ...] = ("embedding", "generation")
-DTYPES: tuple[str, ...] = ("fp32", "fp16", "bf16")
-POOLINGS: tuple[str, ...] = ("mean", "cls", "last_token")
-KERNEL_INJECT: tuple[str, ...] = ("auto", "on", "off")
+TASKS: tuple[str, ...] = get_args(Task)
+DTYPES: tuple[str, ...] = get_args(DType)
+POOLINGS: tuple[str, ...] = get_args(Pooling)
+KERNEL_INJECT: tuple[str, ...] = get_args(KernelInject)
 
 
 @dataclass(frozen=True)
 class BatchingSpec:
-    """Triton's dynamic batcher settings (embedding models only)."""
+    """Triton's dynamic batcher and its queue policy (embedding models only).
 
-    max_batch_size: int = 64
-    preferred_batch_sizes: tuple[int, ...] = (16, 32, 64)
-    max_queue_delay_us: int = 2000
-    max_queue_size: int = 1024
-    queue_timeout_us: int = 0
+    ``latency_budget_ms`` is the time an accepted request may spend in the
+    server, queue and forward pass together, at the 99th percentile. The
+    rendered queue policy follows from it (``ds_triton.repository.queue_policy``):
+    a request that waited half the budget for a batch is rejected with
+    UNAVAILABLE instead of being run late, and the queue holds what the
+    instances take in one round of full batches, so an overloaded model
+    refuses at once instead of queueing for seconds. A request may ask for a
+    shorter wait (``timeout`` request parameter) when ``allow_timeout_override``
+    is true, never a longer one. ``max_queue_size`` and ``queue_timeout_us``
+    replace the derived values when given (0: unbounded, no timeout);
+    ``latency_budget_ms: null`` derives nothing.
+    """
+
+    max_batch_size: int = setting(64, minimum=1)
+    preferred_batch_sizes: tuple[int, ...] = setting((16, 32, 64), minimum=1)
+    max_queue_delay_us: int = setting(2000, minimum=0)
+    latency_budget_ms: int | None = setting(100, minimum=1)
+    max_queue_size: int | None = setting(None, minimum=0)
+    queue_timeout_us: int | None = setting(None, minimum=0)
+    allow_timeout_override: bool = True
 
     def validate(self) -> None:
-        if self.max_batch_size < 1:
-            raise SpecError(f"batching.max_batch_size must be >= 1, got {self.max_batch_size}")
         for size in self.preferred_batch_sizes:
-            if not 1 <= size <= self.max_batch_size:
+            if size > self.max_batch_size:
                 raise SpecError(
                     f"batching.preferred_batch_sizes: {size} is outside 1..max_batch_size "
                     f"({self.max_batch_size})"
                 )
-        if self.max_queue_delay_us < 0 or self.max_queue_size < 0 or self.queue_timeout_us < 0:
-            raise SpecError("batching: queue delay, size and timeout must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -62,23 +73,13 @@ class DeploymentSpec:
     """
 
     device: Literal["cpu", "gpu"] = "cpu"
-    gpus: Literal["all"] | tuple[int, ...] = "all"
-    instances_per_device: int = 1
-    threads_per_instance: int | None = None
+    gpus: Literal["all"] | tuple[int, ...] = setting("all", minimum=0)
+    instances_per_device: int = setting(1, minimum=1)
+    threads_per_instance: int | None = setting(None, minimum=1)
 
     def validate(self) -> None:
-        if self.device not in ("cpu", "gpu"):
-            raise SpecError(f"deployment.device must be 'cpu' or 'gpu', got {self.device!r}")
-        if self.instances_per_device < 1:
-            raise SpecError(f"deployment.instances_per_device must be >= 1, got {self.instances_per_device}")
-        if self.threads_per_instance is not None and self.threads_per_instance < 1:
-            raise SpecError(f"deployment.threads_per_instance must be >= 1, got {self.threads_per_instance}")
-        if self.gpus != "all" and (
-            not isinstance(self.gpus, tuple)
-            or not self.gpus
-            or any(not isinstance(g, int) or g < 0 for g in self.gpus)
-        ):
-            raise SpecError(f"deployment.gpus must be 'all' or a list of ids >= 0, got {self.gpus!r}")
+        if self.gpus != "all" and not self.gpus:
+            raise SpecError("deployment.gpus must be \"all\" or a list of ids >= 0, got []")
         if self.gpus != "all" and len(set(self.gpus)) != len(self.gpus):
             raise SpecError(f"deployment.gpus lists a GPU more than once: {list(self.gpus)}")
 
@@ -103,16 +104,12 @@ class EmbeddingSpec:
 
     pooling: Pooling = "mean"
     normalize: bool = True
-    max_length: int | None = None
+    max_length: int | None = setting(None, minimum=1)
     truncate: bool = True
     length_bucketing: bool = True
-    max_tokens_per_forward: int = 4096
+    max_tokens_per_forward: int = setting(4096, minimum=1)
 
     def validate(self) -> None:
-        if self.pooling not in POOLINGS:
-            raise SpecError(f"embedding.pooling must be one of {POOLINGS}, got {self.pooling!r}")
-        if self.max_length is not None and self.max_length < 1:
-            raise SpecError(f"embedding.max_length must be >= 1, got {self.max_length}")
         if self.max_tokens_per_forward < max(1, self.max_length or 1):
             raise SpecError(
                 "embedding.max_tokens_per_forward must be >= max_length "
@@ -137,29 +134,16 @@ class GenerationSpec:
     names none (vLLM's 16).
     """
 
-    max_concurrent_sequences: int = 16
-    max_queued_requests: int = 64
-    max_prompt_tokens: int = 512
-    max_tokens_limit: int = 512
-    default_max_tokens: int = 16
-    max_batch_total_tokens: int = 16384
-    max_prefill_tokens: int = 128
+    max_concurrent_sequences: int = setting(16, minimum=1)
+    max_queued_requests: int = setting(64, minimum=0)
+    max_prompt_tokens: int = setting(512, minimum=1)
+    max_tokens_limit: int = setting(512, minimum=1)
+    default_max_tokens: int = setting(16, minimum=1)
+    max_batch_total_tokens: int = setting(16384, minimum=1)
+    max_prefill_tokens: int = setting(128, minimum=1)
 
     def validate(self) -> None:
-        for name in (
-            "max_concurrent_sequences",
-            "max_prompt_tokens",
-            "max_tokens_limit",
-            "max_batch_total_tokens",
-            "max_prefill_tokens",
-        ):
-            if getattr(self, name) < 1:
-                raise SpecError(f"generation.{name} must be >= 1, got {getattr(self, name)}")
-        if self.max_queued_requests < 0:
-            raise SpecError(
-                f"generation.max_queued_requests must be >= 0, got {self.max_queued_requests}"
-            )
-        if not 1 <= self.default_max_tokens <= self.max_tokens_limit:
+        if self.default_max_tokens > self.max_tokens_limit:
             raise SpecError(
                 "generation.default_max_tokens must be between 1 and max_tokens_limit "
                 f"({self.max_tokens_limit}), got {self.default_max_tokens}"
@@ -177,8 +161,12 @@ class GenerationSpec:
 class ModelSpec:
     """Everything needed to render a model's config and to load it.
 
-    ``checkpoint`` is a local folder: absolute, relative to the model's version
-    folder, or ``package:<module>/<subpath>`` for weights shipped in a Python package.
+    ``checkpoint`` is a local folder: relative to the model's version folder,
+    ``package:<module>/<subpath>`` for weights shipped in a Python package, or
+    absolute; it must stay inside the repository, the package, or a folder the
+    server allows (``ds_triton.checkpoint_files``). Its weights load from
+    safetensors; ``allow_pickle`` also accepts pickle-based ``.bin`` files,
+    which can run code while they load.
     """
 
     name: str
@@ -186,6 +174,7 @@ class ModelSpec:
     checkpoint: str
     dtype: DType = "fp32"
     kernel_inject: KernelInject = "auto"
+    allow_pickle: bool = False
     batching: BatchingSpec = field(default_factory=BatchingSpec)
     deployment: DeploymentSpec = field(default_factory=DeploymentSpec)
     embedding: EmbeddingSpec | None = None
@@ -193,19 +182,11 @@ class ModelSpec:
     profile: bool = False  # write the step timeline (see ds_triton.profiling)
 
     def validate(self) -> None:
-        """Raise ``SpecError`` naming the first inconsistent key."""
+        """Raise ``SpecError`` naming the first inconsistent key (types are checked on reading)."""
         if not self.name or not self.name.replace("_", "").replace("-", "").isalnum():
             raise SpecError(f"name must be letters, digits, '_' or '-', got {self.name!r}")
-        if self.task not in TASKS:
-            raise SpecError(f"task must be one of {TASKS}, got {self.task!r}")
-        if self.dtype not in DTYPES:
-            raise SpecError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
-        if self.kernel_inject not in KERNEL_INJECT:
-            raise SpecError(f"kernel_inject must be one of {KERNEL_INJECT}, got {self.kernel_inject!r}")
         if not self.checkpoint:
             raise SpecError("checkpoint must name a local folder")
-        if not isinstance(self.profile, bool):
-            raise SpecError(f"profile must be true or false, got {self.profile!r}")
         self.batching.validate()
         self.deployment.validate()
         if self.task == "embedding":
@@ -226,32 +207,27 @@ class ModelSpec:
         return self.generation or GenerationSpec()
 
     def resolve_checkpoint(self, version_dir: Path) -> Path:
-        """Return the checkpoint folder as an absolute path (it may not exist)."""
-        if self.checkpoint.startswith(PACKAGE_PREFIX):
-            module, _, subpath = self.checkpoint[len(PACKAGE_PREFIX) :].partition("/")
-            found = importlib.util.find_spec(module)
-            if found is None or not found.submodule_search_locations:
-                raise SpecError(f"checkpoint {self.checkpoint!r}: package {module!r} is not installed")
-            return Path(next(iter(found.submodule_search_locations))) / subpath
-        path = Path(self.checkpoint).expanduser()
-        return path if path.is_absolute() else (version_dir / path).resolve()
+        """The checkpoint folder as an absolute path (it may not exist).
+
+        Raises:
+            SpecError: a ``package:`` that is not installed, or a path outside the
+                repository and every allowed root (see ``ds_triton.checkpoint_files``).
+        """
+        return resolve_checkpoint(self.checkpoint, version_dir).path
 
     # -- (de)serialisation ----------------------------------------------------
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
-        """Build and validate a spec; unknown keys are errors, not silently ignored."""
-        try:
-            spec = _build(cls, data, path="")
-        except TypeError as exc:  # wrong value types inside nested sections
-            raise SpecError(str(exc)) from exc
+        """Build and validate a spec; unknown keys and wrongly typed values are errors."""
+        spec = build(cls, data)
         spec.validate()
         return spec
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict; task sections left at ``None`` are omitted."""
         data = dataclasses.asdict(self)
-        return {k: v for k, v in data.items() if not (k in _SECTIONS and v is None)}
+        return {k: v for k, v in data.items() if not (k in _TASK_SECTIONS and v is None)}
 
     @classmethod
     def load(cls, path: Path) -> ModelSpec:
@@ -274,28 +250,4 @@ class ModelSpec:
         return json.dumps(self.to_dict(), indent=2) + "\n"
 
 
-_SECTIONS: dict[str, type] = {
-    "batching": BatchingSpec,
-    "deployment": DeploymentSpec,
-    "embedding": EmbeddingSpec,
-    "generation": GenerationSpec,
-}
-
-
-def _build(cls: type, data: Any, path: str) -> Any:
-    if not isinstance(data, dict):
-        raise SpecError(f"{path or 'spec'} must be a JSON object, got {type(data).__name__}")
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        where = f" in {path!r}" if path else ""
-        raise SpecError(f"unknown key(s){where}: {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    kwargs: dict[str, Any] = {}
-    for key, value in data.items():
-        if key in _SECTIONS and cls is ModelSpec:
-            kwargs[key] = None if value is None else _build(_SECTIONS[key], value, key)
-        elif isinstance(value, list):
-            kwargs[key] = tuple(value)
-        else:
-            kwargs[key] = value
-    return cls(**kwargs)
+_TASK_SECTIONS = ("embedding", "generation")

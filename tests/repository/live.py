@@ -7,6 +7,7 @@ server the test started itself and for one that `ds-triton serve` started.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -37,13 +38,21 @@ def add_model(repo: Path, name: str, *args: str) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def drop_in_by_hand(repo: Path, spec: ModelSpec) -> None:
-    """Move a model folder in the way a user would, without add-model's checks."""
+def drop_in_by_hand(
+    repo: Path, spec: ModelSpec, checkpoint: Path | None = None, model_json: str | None = None
+) -> None:
+    """Move a model folder in the way a user would, without add-model's checks.
+
+    ``checkpoint`` is copied to ``1/checkpoint`` (the spec must name "checkpoint");
+    ``model_json`` replaces the spec's own text (e.g. to make it invalid).
+    """
     staging = repo.parent / f"staging-{spec.name}"
     (staging / "1").mkdir(parents=True)
-    (staging / "1" / "model.json").write_text(spec.dumps())
+    if checkpoint is not None:
+        shutil.copytree(checkpoint, staging / "1" / "checkpoint")
+    (staging / "1" / "model.json").write_text(model_json or spec.dumps())
     (staging / "1" / "model.py").write_text(SHIM_SOURCE)
-    (staging / "config.pbtxt").write_text(config_text(render_config(spec)))
+    (staging / "config.pbtxt").write_text(config_text(render_config(spec, embedding_dimension=8)))
     staging.rename(repo / spec.name)
 
 

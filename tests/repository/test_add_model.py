@@ -30,23 +30,29 @@ def test_embedding_with_every_option(tmp_path: Path, checkpoints: dict[str, Path
         repo, "distil", "--task", "embedding", "--checkpoint", str(checkpoints["distilbert"]),
         "--gpus", "0,1", "--instances-per-gpu", "2", "--max-batch-size", "32",
         "--preferred-batch-sizes", "8,32", "--max-queue-delay-us", "500", "--queue-size", "100",
-        "--queue-timeout-us", "9000", "--dtype", "fp16", "--kernel-inject", "on", "--pooling", "cls",
+        "--queue-timeout-us", "9000", "--latency-budget-ms", "20", "--no-timeout-override",
+        "--dtype", "fp16", "--kernel-inject", "on", "--pooling", "cls",
         "--max-length", "64", "--no-normalize", "--no-length-bucketing",
     )
     assert code == 0
     out = capsys.readouterr()
     assert "added model 'distil'" in out.out
+    # The checkpoint lives outside the repository: it is copied in, so the folder is self-contained.
+    assert f"copied checkpoint {checkpoints['distilbert']}" in out.out
+    imported = sorted(p.name for p in checkpoints["distilbert"].iterdir())
     assert sorted(p.relative_to(repo / "distil").as_posix() for p in (repo / "distil").rglob("*")) == [
-        "1", "1/model.json", "1/model.py", "config.pbtxt",
+        "1", "1/checkpoint", *(f"1/checkpoint/{name}" for name in imported), "1/model.json",
+        "1/model.py", "config.pbtxt",
     ]
     assert (repo / "distil" / "1" / "model.py").read_text() == SHIM_SOURCE
     spec = spec_of(repo, "distil")
-    assert spec["checkpoint"] == str(checkpoints["distilbert"])
+    assert spec["checkpoint"] == "checkpoint"
     assert (spec["dtype"], spec["kernel_inject"]) == ("fp16", "on")
     assert spec["deployment"] == {"device": "gpu", "gpus": [0, 1], "instances_per_device": 2,
                                   "threads_per_instance": None}
     assert spec["batching"] == {"max_batch_size": 32, "preferred_batch_sizes": [8, 32],
-                                "max_queue_delay_us": 500, "max_queue_size": 100, "queue_timeout_us": 9000}
+                                "max_queue_delay_us": 500, "latency_budget_ms": 20, "max_queue_size": 100,
+                                "queue_timeout_us": 9000, "allow_timeout_override": False}
     assert spec["embedding"]["pooling"] == "cls"  # type: ignore[index]
     assert spec["embedding"]["normalize"] is False  # type: ignore[index]
     assert spec["embedding"]["length_bucketing"] is False  # type: ignore[index]

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
-from ds_triton.repository.checks import Problem, check_repository
-from ds_triton.repository.layout import SHIM_SOURCE
+import pytest
+
+from ds_triton.cli import main
+from ds_triton.repository.checks import Problem, check_repository, spec_problems
+from ds_triton.repository.layout import SHIM_SOURCE, ModelFolder
 from ds_triton.repository.machine import Machine
 from ds_triton.repository.render import config_text, render_config
+from ds_triton.repository.writer import render_folder, resolve_gpus_for_serving, write_rendered
 from ds_triton.spec import ModelSpec
-from tests.repository.conftest import MACHINE, edit
+from tests.repository.conftest import MACHINE, MINILM, edit
 
 
 def problems(repo: Path, machine: Machine = MACHINE) -> list[Problem]:
@@ -33,6 +38,10 @@ def set_spec(repo: Path, model: str, **changes: object) -> None:
             target = target.setdefault(section, {})
         target[key] = value
     path.write_text(json.dumps(data))
+
+
+def rerender(repo: Path, model: str) -> None:
+    write_rendered(render_folder(ModelFolder(repo / model)))
 
 
 def test_clean_repository_has_no_problems(repo: Path) -> None:
@@ -59,7 +68,8 @@ def test_missing_checkpoint(repo: Path) -> None:
 
 
 def test_architecture_that_cannot_serve_the_task(repo: Path, checkpoints: dict[str, Path]) -> None:
-    set_spec(repo, "gen", checkpoint=str(checkpoints["t5"]))
+    shutil.copytree(checkpoints["t5"], repo / "gen" / "1" / "t5")
+    set_spec(repo, "gen", checkpoint="t5")
     message = only(repo, "checkpoint").message
     assert "'t5'" in message and "not a causal language model" in message
 
@@ -134,7 +144,7 @@ def test_explicit_gpu_list_renders_and_checks(repo: Path) -> None:
 
 def test_instances_times_threads_over_cores(repo: Path) -> None:
     set_spec(repo, "emb", deployment__instances_per_device=3, deployment__threads_per_instance=2)
-    edit(repo / "emb" / "config.pbtxt", "count: 1", "count: 3")
+    rerender(repo, "emb")
     message = only(repo, "cores").message
     assert message.startswith(
         "3 CPU instance(s) x 2 thread(s) (deployment.threads_per_instance) = 6 threads > 4 cores"
@@ -143,7 +153,7 @@ def test_instances_times_threads_over_cores(repo: Path) -> None:
 
 def test_more_instances_than_cores(repo: Path) -> None:
     set_spec(repo, "emb", deployment__instances_per_device=5)
-    edit(repo / "emb" / "config.pbtxt", "count: 1", "count: 5")
+    rerender(repo, "emb")
     assert "5 threads > 4 cores" in only(repo, "cores").message
     assert problems(repo, Machine(cores=8)) == []
 
@@ -194,3 +204,88 @@ def test_invalid_model_json_names_the_key(repo: Path) -> None:
     set_spec(repo, "emb", embedding__pooling="max")
     problem = only(repo, "spec")
     assert "embedding.pooling must be one of" in problem.message and problem.where == "1/model.json"
+
+
+# -- queue policy against the latency budget -------------------------------------
+
+
+def batcher(repo: Path) -> Path:
+    return repo / "emb" / "config.pbtxt"
+
+
+def test_rendered_queue_policy_passes(repo: Path) -> None:
+    text = batcher(repo).read_text()
+    assert "default_timeout_microseconds: 50000" in text and "max_queue_size: 64" in text
+    assert problems(repo) == []
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ("default_timeout_microseconds: 50000", "default_timeout_microseconds: 500000",
+         "queue timeout 500000 us exceeds batching.latency_budget_ms (100 ms)"),
+        ("    default_timeout_microseconds: 50000\n    allow_timeout_override: true\n", "",
+         "no queue timeout although model.json sets batching.latency_budget_ms (100 ms)"),
+        ("    max_queue_size: 64\n", "", "max_queue_size is unbounded although model.json sets"),
+        ("max_queue_delay_microseconds: 2000", "max_queue_delay_microseconds: 60000",
+         "the batcher may hold a request 60000 us to fill a batch (max_queue_delay_microseconds), "
+         "not less than its queue timeout 50000 us"),
+        ("allow_timeout_override: true", "allow_timeout_override: true\n    timeout_action: DELAY",
+         "timeout_action DELAY runs expired requests late"),
+    ],
+    ids=["timeout-over-budget", "no-timeout", "unbounded", "delay-over-timeout", "delay-action"],
+)
+def test_queue_policy_against_the_budget(repo: Path, old: str, new: str, message: str) -> None:
+    edit(batcher(repo), old, new)
+    problem = only(repo, "queue")  # reported once, at its cause (not again as a stale render)
+    assert message in problem.message and problem.field == "dynamic_batching"
+
+
+def test_an_override_without_a_timeout_does_nothing(repo: Path) -> None:
+    set_spec(repo, "emb", batching__latency_budget_ms=None)
+    rerender(repo, "emb")
+    assert "default_queue_policy" not in batcher(repo).read_text() and problems(repo) == []
+    policy = "\n  default_queue_policy {\n    allow_timeout_override: true\n  }"
+    edit(batcher(repo), "max_queue_delay_microseconds: 2000", "max_queue_delay_microseconds: 2000" + policy)
+    assert "allow_timeout_override has no effect without default_timeout_microseconds" in only(
+        repo, "queue").message
+
+
+def test_explicit_queue_settings_that_break_the_budget_are_refused(repo: Path) -> None:
+    set_spec(repo, "emb", batching__queue_timeout_us=250_000)
+    rerender(repo, "emb")
+    assert "exceeds batching.latency_budget_ms (100 ms)" in only(repo, "queue").message
+    assert main(["add-model", "m2", "--task", "embedding", "--checkpoint", MINILM,
+                 "--repository", str(repo), "--queue-timeout-us", "250000"]) == 1
+
+
+# -- model.json type errors: one [spec] line, never a traceback ---------------------
+
+
+def test_a_wrongly_typed_value_is_one_spec_line_in_check_and_render(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    set_spec(repo, "emb", batching__max_batch_size="64")
+    line = 'emb/1/model.json: [spec] batching.max_batch_size must be an integer, got "64" (a string)'
+    assert main(["check", str(repo), "--cores", "4"]) == 1
+    assert capsys.readouterr().out.splitlines() == [line]
+    assert main(["render", str(repo)]) == 1
+    out = capsys.readouterr()
+    assert out.err.splitlines() == [f"{line} (not rendered)"]
+    assert "gen: up to date" in out.out
+
+
+def test_a_string_false_is_not_true(repo: Path) -> None:
+    set_spec(repo, "emb", embedding__truncate="false")
+    message = only(repo, "spec").message
+    assert message == 'embedding.truncate must be true or false, got "false" (a string)'
+
+
+def test_serving_reports_bad_specs_and_leaves_them_alone(repo: Path) -> None:
+    set_spec(repo, "emb", deployment__instances_per_device="2")
+    expected = ('emb/1/model.json: [spec] deployment.instances_per_device must be an integer, got "2" '
+                "(a string)")
+    assert [str(p) for p in spec_problems(repo)] == [expected]
+    # Re-rendering for this machine's GPUs skips it instead of stopping `ds-triton serve`.
+    set_spec(repo, "gen", deployment__device="gpu", deployment__gpus="all")
+    assert resolve_gpus_for_serving(repo, [0, 1]) == ["gen"]

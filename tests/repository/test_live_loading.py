@@ -9,6 +9,8 @@ them in this process; broken models must be UNAVAILABLE with their error while
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import subprocess
 from collections.abc import Callable, Iterator
@@ -20,6 +22,7 @@ from tritonclient.utils import InferenceServerException
 
 from ds_triton.spec import ModelSpec
 from tests.conftest import MODEL_REPOSITORY, StartServer
+from tests.repository.conftest import MINILM
 from tests.repository.live import (
     CLI,
     TEXTS,
@@ -112,15 +115,26 @@ def test_broken_models_are_unavailable_with_their_error_while_others_serve(
 ) -> None:
     url, alive, repo = live
     drop_in_by_hand(repo, ModelSpec.from_dict(
-        {"name": "t5_gen", "task": "generation", "checkpoint": str(checkpoints["t5"])}))
+        {"name": "t5_gen", "task": "generation", "checkpoint": "checkpoint"}), checkpoint=checkpoints["t5"])
     drop_in_by_hand(repo, ModelSpec.from_dict(
         {"name": "no_weights", "task": "generation", "checkpoint": str(repo.parent / "missing")}))
-    broken = ("t5_gen", "no_weights")
-    wait_for("both broken models UNAVAILABLE",
+    # A typo in model.json: one line naming the key and its type, not a traceback.
+    typo = {"name": "typo", "task": "embedding", "checkpoint": MINILM}
+    drop_in_by_hand(repo, ModelSpec.from_dict(typo),
+                    model_json=json.dumps({**typo, "batching": {"max_batch_size": "64"}}))
+    # A checkpoint outside the repository is never read.
+    outside = shutil.copytree(checkpoints["distilbert"], repo.parent / "outside")
+    escape = os.path.relpath(outside, repo / "escapes" / "1")
+    drop_in_by_hand(repo, ModelSpec.from_dict({"name": "escapes", "task": "embedding", "checkpoint": escape}))
+    broken = ("t5_gen", "no_weights", "typo", "escapes")
+    wait_for("the broken models UNAVAILABLE",
              lambda: all(state(url, name) == "UNAVAILABLE" for name in broken), url, alive)
     reasons = {name: index(url)[name].get("reason", "") for name in broken}
     assert "architecture 't5'" in reasons["t5_gen"] and "not a causal language model" in reasons["t5_gen"]
     assert "has no config.json" in reasons["no_weights"]
+    assert 'batching.max_batch_size must be an integer, got "64" (a string)' in reasons["typo"]
+    assert "Traceback" not in reasons["typo"]
+    assert "outside the model repository" in reasons["escapes"]
     assert state(url, "text_embedding") == "READY"
     assert embed(url, "text_embedding", TEXTS).shape == (2, 384)
     # The checker names the same problems before any server would see them.
@@ -128,3 +142,7 @@ def test_broken_models_are_unavailable_with_their_error_while_others_serve(
     assert check.returncode == 1
     assert "t5_gen/1/model.json: [checkpoint]" in check.stdout
     assert "no_weights/1/model.json: [checkpoint]" in check.stdout
+    assert 'typo/1/model.json: [spec] batching.max_batch_size must be an integer, got "64"' in check.stdout
+    assert "escapes/1/model.json: [checkpoint]" in check.stdout
+    for name in broken:
+        shutil.rmtree(repo / name)

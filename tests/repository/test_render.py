@@ -85,12 +85,42 @@ def test_embedding_interface_and_dynamic_batching() -> None:
     assert not config.model_transaction_policy.decoupled
 
 
-def test_no_queue_timeout_means_no_timeout_policy() -> None:
-    config = render_config(embedding_spec(), embedding_dimension=8)
-    policy = config.dynamic_batching.default_queue_policy
-    assert policy.default_timeout_microseconds == 0
-    assert policy.timeout_action == mc.ModelQueuePolicy.REJECT  # the enum default, not set
-    assert "timeout" not in config_text(config)
+def batching_spec(batching: dict[str, Any], **deployment: Any) -> ModelSpec:
+    return ModelSpec.from_dict({"name": "emb", "task": "embedding", "checkpoint": "/ckpt",
+                                "batching": batching, "deployment": deployment})
+
+
+def test_queue_policy_is_derived_from_the_latency_budget() -> None:
+    spec = batching_spec({"latency_budget_ms": 80, "max_batch_size": 32, "preferred_batch_sizes": [32]},
+                         device="cpu", instances_per_device=3)
+    policy = render_config(spec, embedding_dimension=8).dynamic_batching.default_queue_policy
+    # Half the budget in the queue; one full batch per instance queued.
+    assert policy.default_timeout_microseconds == 40_000
+    assert policy.timeout_action == mc.ModelQueuePolicy.REJECT
+    assert policy.allow_timeout_override
+    assert policy.max_queue_size == 3 * 32
+
+
+def test_the_queue_grows_with_the_instances_of_every_gpu() -> None:
+    spec = batching_spec({"max_batch_size": 16, "preferred_batch_sizes": [8, 16]},
+                         device="gpu", gpus="all", instances_per_device=2)
+    for gpus, queue in ((4, 4 * 2 * 16), (1, 2 * 16)):
+        config = render_config(spec, embedding_dimension=8, gpu_ids=range(gpus))
+        assert config.dynamic_batching.default_queue_policy.max_queue_size == queue
+
+
+def test_explicit_queue_settings_replace_the_derived_ones() -> None:
+    spec = batching_spec({"latency_budget_ms": 100, "max_queue_size": 7, "queue_timeout_us": 9000,
+                          "allow_timeout_override": False})
+    policy = render_config(spec, embedding_dimension=8).dynamic_batching.default_queue_policy
+    assert (policy.max_queue_size, policy.default_timeout_microseconds) == (7, 9000)
+    assert not policy.allow_timeout_override
+
+
+def test_no_latency_budget_means_no_queue_policy() -> None:
+    config = render_config(batching_spec({"latency_budget_ms": None}), embedding_dimension=8)
+    assert not config.dynamic_batching.HasField("default_queue_policy")
+    assert "queue_policy" not in config_text(config)
 
 
 def test_generation_is_decoupled_unbatched_with_the_vllm_interface() -> None:

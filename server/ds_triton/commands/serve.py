@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from types import FrameType
 
+from ds_triton.repository.checks import spec_problems
 from ds_triton.repository.machine import detect_gpu_ids
 from ds_triton.repository.writer import resolve_gpus_for_serving
 from ds_triton.server_process.security import SecurityError, add_security_arguments, security_options
@@ -96,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
     # instance group per GPU of this machine. Without GPUs nothing is rewritten.
     for name in resolve_gpus_for_serving(args.model_repository, detect_gpu_ids()):
         print(f"{name}: config.pbtxt re-rendered for this machine's GPUs", file=sys.stderr)
+    for problem in spec_problems(args.model_repository):  # the other models still serve
+        print(f"{problem} (this model will not load)", file=sys.stderr)
     ports = Ports(args.http_port, args.grpc_port, args.metrics_port)
     options = ServerOptions(
         model_repository=args.model_repository,

@@ -12,12 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ds_triton.errors import ModelLoadError, SpecError
+from ds_triton.checkpoint_files import CheckpointError, check_weights
+from ds_triton.errors import ModelLoadError
 from ds_triton.spec import ModelSpec
-
-
-class CheckpointError(SpecError):
-    """The checkpoint is missing, unreadable, or of an architecture the task cannot use."""
 
 
 @dataclass(frozen=True)
@@ -33,8 +30,10 @@ def inspect_checkpoint(spec: ModelSpec, version_dir: Path) -> CheckpointInfo:
     """Resolve ``spec``'s checkpoint and check that its architecture fits the task.
 
     Raises:
-        CheckpointError: no folder, no ``config.json``, unreadable config, or an
-            architecture that the task cannot load (the message names it).
+        CheckpointError: a folder outside the repository (or allowed roots), no
+            folder, no ``config.json``, no weights or only pickle-based ones without
+            ``allow_pickle``, an unreadable config, or an architecture that the task
+            cannot load (the message names it).
     """
     path = spec.resolve_checkpoint(version_dir)
     if not path.is_dir():
@@ -43,6 +42,7 @@ def inspect_checkpoint(spec: ModelSpec, version_dir: Path) -> CheckpointInfo:
         raise CheckpointError(
             f"checkpoint folder {path} has no config.json (expected a local Hugging Face checkpoint)"
         )
+    check_weights(path, spec.allow_pickle)
     config = _read_config(path)
     _check_architecture(spec, config)
     hidden = getattr(config, "hidden_size", None) or getattr(config, "d_model", None)
@@ -55,7 +55,7 @@ def _read_config(path: Path) -> Any:
     from transformers import AutoConfig
 
     try:
-        return AutoConfig.from_pretrained(path, local_files_only=True)
+        return AutoConfig.from_pretrained(path, local_files_only=True, trust_remote_code=False)
     except (OSError, ValueError, KeyError) as exc:
         raise CheckpointError(f"checkpoint {path}: unreadable config.json: {exc}") from exc
 

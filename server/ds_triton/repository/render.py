@@ -12,9 +12,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from google.protobuf import text_format
+from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
+from ds_triton.devices import instance_count
+from ds_triton.repository.queue_policy import queue_policy
 from ds_triton.spec import BatchingSpec, DeploymentSpec, ModelSpec
 from ds_triton_interface import TaskInterface, TensorSpec, task_interface
 
@@ -61,7 +63,7 @@ def render_config(
     config.output.extend(_tensor(t, mc.ModelOutput) for t in interface.outputs)
     config.instance_group.extend(instance_groups(spec.deployment, gpu_ids))
     if interface.batched:
-        config.dynamic_batching.CopyFrom(dynamic_batching(spec.batching))
+        config.dynamic_batching.CopyFrom(dynamic_batching(spec.batching, instances_of(config)))
     if interface.decoupled:
         config.model_transaction_policy.decoupled = True
     return config
@@ -89,27 +91,37 @@ def resolve_gpu_ids(deployment: DeploymentSpec, detected: Sequence[int]) -> tupl
     return tuple(deployment.gpus)
 
 
-def dynamic_batching(batching: BatchingSpec) -> mc.ModelDynamicBatching:
-    """Triton's dynamic batcher from the spec (fields left at 0 mean Triton's default)."""
+def dynamic_batching(batching: BatchingSpec, instances: int) -> mc.ModelDynamicBatching:
+    """Triton's dynamic batcher, with the queue policy the latency budget implies."""
     batcher = mc.ModelDynamicBatching(
         preferred_batch_size=list(batching.preferred_batch_sizes),
         max_queue_delay_microseconds=batching.max_queue_delay_us,
     )
-    policy = batcher.default_queue_policy
-    if batching.max_queue_size:
-        policy.max_queue_size = batching.max_queue_size
-    if batching.queue_timeout_us:
-        # Requests older than this are rejected, not run late.
-        policy.timeout_action = mc.ModelQueuePolicy.REJECT
-        policy.default_timeout_microseconds = batching.queue_timeout_us
+    policy = queue_policy(batching, instances).message()
+    if policy.ListFields():
+        batcher.default_queue_policy.CopyFrom(policy)
     return batcher
+
+
+def instances_of(config: mc.ModelConfig) -> int:
+    """Instances Triton creates from ``config``, counted as each instance counts them."""
+    return instance_count(json_format.MessageToDict(config, preserving_proto_field_name=True))
+
+
+QUEUE_NOTE = (
+    "# default_queue_policy follows batching.latency_budget_ms: requests beyond the queue or\n"
+    "# its timeout (REJECT, Triton's default action) are refused with UNAVAILABLE (HTTP 503).\n"
+)
 
 
 def config_text(config: mc.ModelConfig) -> str:
     """The ``config.pbtxt`` text of ``config``, parsed back to prove Triton can read it."""
     body = text_format.MessageToString(config, use_short_repeated_primitives=True)
     task = "generation" if config.model_transaction_policy.decoupled else "embedding"
-    text = GENERATED_HEADER + TASK_NOTES[task] + body
+    notes = TASK_NOTES[task]
+    if config.dynamic_batching.HasField("default_queue_policy"):
+        notes += QUEUE_NOTE
+    text = GENERATED_HEADER + notes + body
     reparsed = text_format.Parse(text, mc.ModelConfig())
     if reparsed != config:  # would be a protobuf bug; never write what does not round-trip
         raise RuntimeError(f"rendered config of {config.name!r} does not parse back to itself")

@@ -1,0 +1,68 @@
+"""The dynamic batcher's queue policy, derived from the spec's latency budget.
+
+Triton's ``default_queue_policy`` bounds two things (core ``scheduler_utils.cc``):
+
+* ``max_queue_size``: a request that finds the queue full is refused at once
+  with UNAVAILABLE ("Exceeds maximum queue size"), HTTP 503;
+* ``default_timeout_microseconds`` with ``timeout_action: REJECT``: a request
+  still queued after the timeout is refused with UNAVAILABLE ("Request timeout
+  expired") the next time the batcher looks at the queue: when an instance is
+  free to take a batch (under load, after every forward pass), or, when idle,
+  at the earliest timeout of the requests it holds (measured on a real server:
+  ``tests/repository/test_queue_policy_server.py``);
+* ``allow_timeout_override``: a request's own ``timeout`` parameter replaces
+  the default only when it is shorter (a longer one is ignored).
+
+The derivation: an accepted request waits at most half the budget for a batch,
+and the other half is left for the forward pass that runs it and the wait for
+a free instance. The queue holds one full batch per instance, what the
+instances take in one round, so under overload most refusals are immediate
+(queue full) and the timeout catches the rest (long texts, slow batches).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tritonclient.grpc import model_config_pb2 as mc
+
+from ds_triton.spec import BatchingSpec
+
+QUEUE_SHARE_OF_BUDGET = 0.5
+
+
+@dataclass(frozen=True)
+class QueuePolicy:
+    """What ``default_queue_policy`` holds (0: unbounded / no timeout)."""
+
+    max_queue_size: int
+    timeout_us: int
+    allow_timeout_override: bool
+
+    def message(self) -> mc.ModelQueuePolicy:
+        policy = mc.ModelQueuePolicy()
+        if self.max_queue_size:
+            policy.max_queue_size = self.max_queue_size
+        if self.timeout_us:
+            # Requests older than this are refused, not run late.
+            policy.timeout_action = mc.ModelQueuePolicy.REJECT
+            policy.default_timeout_microseconds = self.timeout_us
+            policy.allow_timeout_override = self.allow_timeout_override
+        return policy
+
+
+def derived_timeout_us(latency_budget_ms: int) -> int:
+    """The longest a request may wait in the queue under a latency budget."""
+    return int(latency_budget_ms * 1000 * QUEUE_SHARE_OF_BUDGET)
+
+
+def queue_policy(batching: BatchingSpec, instances: int) -> QueuePolicy:
+    """The queue policy of a model whose ``instances`` share one batcher queue."""
+    budget = batching.latency_budget_ms
+    size = batching.max_queue_size
+    if size is None:
+        size = max(1, instances) * batching.max_batch_size if budget is not None else 0
+    timeout = batching.queue_timeout_us
+    if timeout is None:
+        timeout = derived_timeout_us(budget) if budget is not None else 0
+    return QueuePolicy(size, timeout, batching.allow_timeout_override and timeout > 0)
