@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,24 +66,16 @@ def load_model(
     import torch
 
     torch.set_num_threads(placement.threads)
-    checkpoint = spec.resolve_checkpoint(version_dir)  # refuses paths outside the repository
-    if not (checkpoint / "config.json").is_file():
-        raise ModelLoadError(
-            f"model {spec.name!r}: checkpoint folder {checkpoint} has no config.json "
-            "(expected a local Hugging Face checkpoint)"
-        )
+    checkpoint = _checkpoint_folder(spec, version_dir)
     weights = check_weights(checkpoint, spec.allow_pickle)  # safetensors, or pickle if opted in
     config = _load_config(spec, checkpoint)
     model_class = model_class_for(spec, config)
-    dtype = torch_dtype(spec.dtype)
-    try:
-        module = model_class.from_pretrained(
-            checkpoint, dtype=dtype, local_files_only=True, trust_remote_code=False,
-            use_safetensors=bool(weights.safetensors),
-        )
-        tokenizer = _load_tokenizer(checkpoint)
-    except (OSError, ValueError, RuntimeError) as exc:  # e.g. weights that do not fit the config
-        raise ModelLoadError(f"model {spec.name!r}: cannot load {checkpoint}: {exc}") from exc
+
+    def load_weights() -> Any:
+        return _load_weights(spec, model_class, checkpoint, use_safetensors=bool(weights.safetensors))
+
+    module = load_weights()
+    tokenizer = _load_tokenizer(spec, checkpoint)
     decision = kernel_injection.decide(
         spec, placement, module, ops_probe=ops_probe, policies_for=policies_for
     )
@@ -91,15 +84,52 @@ def load_model(
         # DeepSpeed moves the module to the *current* CUDA device; without this every
         # instance would land on cuda:0 whatever GPU Triton gave it.
         torch.cuda.set_device(placement.device_index)
-    module.eval().to(placement.device)
-    engine = _init_inference(module, dtype, decision.inject)
+    engine, injected = _wrap(spec, module, placement, decision.inject, load_weights)
     LOG.info(
         "loaded %s (%s) from %s on %s in %s, %d threads",
         spec.name, config.model_type, checkpoint, placement.device, spec.dtype, placement.threads,
     )
-    return LoadedModel(
-        engine, engine.module, tokenizer, config, checkpoint, placement.device, decision.inject
-    )
+    return LoadedModel(engine, engine.module, tokenizer, config, checkpoint, placement.device, injected)
+
+
+def _checkpoint_folder(spec: ModelSpec, version_dir: Path) -> Path:
+    checkpoint = spec.resolve_checkpoint(version_dir)  # refuses paths outside the repository
+    if not (checkpoint / "config.json").is_file():
+        raise ModelLoadError(
+            f"model {spec.name!r}: checkpoint folder {checkpoint} has no config.json "
+            "(expected a local Hugging Face checkpoint)"
+        )
+    return checkpoint
+
+
+def _load_weights(spec: ModelSpec, model_class: Any, checkpoint: Path, use_safetensors: bool) -> Any:
+    try:
+        return model_class.from_pretrained(
+            checkpoint, dtype=torch_dtype(spec.dtype), local_files_only=True, trust_remote_code=False,
+            use_safetensors=use_safetensors,
+        )
+    except (OSError, ValueError, RuntimeError) as exc:  # e.g. weights that do not fit the config
+        raise ModelLoadError(f"model {spec.name!r}: cannot load {checkpoint}: {exc}") from exc
+
+
+def _wrap(
+    spec: ModelSpec, module: Any, placement: Placement, inject: bool, reload: Callable[[], Any]
+) -> tuple[Any, bool]:
+    """``init_inference`` on ``placement``; with ``auto``, a failed injection runs without it."""
+    dtype = torch_dtype(spec.dtype)
+    module.eval().to(placement.device)
+    if not inject:
+        return _init_inference(module, dtype, False), False
+    try:
+        return _init_inference(module, dtype, True), True
+    except Exception as exc:
+        why = f"{type(exc).__name__}: {exc}"
+        if spec.kernel_inject == "on":
+            raise ModelLoadError(f"model {spec.name!r}: kernel injection failed: {why}") from exc
+        LOG.warning("%s: kernel injection off: it failed (%s); loading again without it", spec.name, why)
+    fresh = reload()  # the failed attempt may have replaced some layers already
+    fresh.eval().to(placement.device)
+    return _init_inference(fresh, dtype, False), False
 
 
 def _load_config(spec: ModelSpec, checkpoint: Path) -> Any:
@@ -137,10 +167,13 @@ def model_class_for(spec: ModelSpec, config: Any) -> Any:
     return AutoModel
 
 
-def _load_tokenizer(checkpoint: Path) -> Any:
+def _load_tokenizer(spec: ModelSpec, checkpoint: Path) -> Any:
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(checkpoint, local_files_only=True, trust_remote_code=False)
+    try:
+        return AutoTokenizer.from_pretrained(checkpoint, local_files_only=True, trust_remote_code=False)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"model {spec.name!r}: no usable tokenizer in {checkpoint}: {exc}") from exc
 
 
 def _init_inference(module: Any, dtype: Any, kernel_inject: bool) -> Any:

@@ -46,10 +46,11 @@ def tight_server(
     """
     repository = tmp_path_factory.mktemp("tight-repo")
     source = MODEL_REPOSITORY / MODEL
-    for name in (MODEL, BPE_MODEL):
-        shutil.copytree(source, repository / name, ignore=shutil.ignore_patterns("checkpoint", "__pycache__"))
+    # Checkpoints are inside the repository (copied or built there): a model reads nothing outside it.
+    shutil.copytree(source, repository / MODEL, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(source, repository / BPE_MODEL, ignore=shutil.ignore_patterns("checkpoint", "__pycache__"))
     spec = json.loads((source / "1" / "model.json").read_text())
-    tight = {**spec, "checkpoint": str((source / "1" / "checkpoint").resolve())}
+    tight = {**spec}
     tight["generation"] = {
         **spec["generation"],
         "max_concurrent_sequences": 1,
@@ -58,8 +59,8 @@ def tight_server(
         "max_tokens_limit": 1000,
     }
     (repository / MODEL / "1" / "model.json").write_text(json.dumps(tight, indent=2))
-    checkpoint = make_byte_level_qwen2(tmp_path_factory.mktemp("qwen2-bpe"))
-    bpe = {**spec, "name": BPE_MODEL, "checkpoint": str(checkpoint)}
+    make_byte_level_qwen2(repository / BPE_MODEL / "1" / "checkpoint")
+    bpe = {**spec, "name": BPE_MODEL, "checkpoint": "checkpoint"}
     bpe["generation"] = {**spec["generation"], "max_prompt_tokens": 64, "max_tokens_limit": 128}
     (repository / BPE_MODEL / "1" / "model.json").write_text(json.dumps(bpe, indent=2))
     (repository / BPE_MODEL / "config.pbtxt").write_text(

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from ds_triton import kernel_injection, loading
 from ds_triton.devices import Placement
 from ds_triton.errors import ModelLoadError
 from ds_triton.kernel_injection import decide, inference_ops_probe, injection_policies
@@ -179,3 +180,27 @@ def test_an_instance_lands_on_the_gpu_triton_names_in_its_dtype(tmp_path: Path, 
     assert {p.device for p in parameters} == {torch.device("cuda", index)}
     assert {p.dtype for p in parameters} == {torch_dtype(dtype)}
     assert loaded.kernel_inject == (inference_ops_probe() is None)  # BERT has a policy
+
+
+def test_an_injection_that_fails_falls_back_under_auto_and_fails_under_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Simulated: a GPU where the decision says inject, and DeepSpeed then fails half way.
+    real_init = loading._init_inference
+    calls = []
+
+    def init_inference(module: Any, dtype: Any, kernel_inject: bool) -> Any:
+        calls.append(kernel_inject)
+        if kernel_inject:
+            raise RuntimeError("CUDA error: no kernel image is available for execution on the device")
+        return real_init(module, dtype, kernel_inject)
+
+    monkeypatch.setattr(loading, "_init_inference", init_inference)
+    monkeypatch.setattr(kernel_injection, "decide",
+                        lambda *args, **kwargs: kernel_injection.InjectionDecision(True, "simulated"))
+    with caplog.at_level(logging.WARNING, logger="ds_triton.loading"):
+        loaded = load_model(minilm(), tmp_path, ON_CPU)
+    assert not loaded.kernel_inject and calls == [True, False]
+    assert "kernel injection off: it failed (RuntimeError: CUDA error: no kernel image" in caplog.text
+    with pytest.raises(ModelLoadError, match="kernel injection failed: RuntimeError: CUDA error"):
+        load_model(minilm(kernel_inject="on"), tmp_path, ON_CPU)

@@ -150,7 +150,7 @@ def test_every_integer_key_refuses_a_string_and_names_itself(section: str, key: 
 
 def test_a_spec_holding_every_key_round_trips() -> None:
     data = minimal(
-        dtype="bf16", kernel_inject="off", allow_pickle=True,
+        dtype="bf16", kernel_inject="off", allow_pickle=True, profile=True,
         batching={"max_batch_size": 8, "preferred_batch_sizes": [8], "max_queue_delay_us": 100,
                   "latency_budget_ms": 20, "max_queue_size": 5, "queue_timeout_us": 900,
                   "allow_timeout_override": False},
