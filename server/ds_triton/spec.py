@@ -34,22 +34,26 @@ class BatchingSpec:
     """Triton's dynamic batcher and its queue policy (embedding models only).
 
     ``latency_budget_ms`` is the time an accepted request may spend in the
-    server, queue and forward pass together, at the 99th percentile. The
-    rendered queue policy follows from it (``ds_triton.repository.queue_policy``):
-    a request that waited half the budget for a batch is rejected with
-    UNAVAILABLE instead of being run late, and the queue holds what the
-    instances take in one round of full batches, so an overloaded model
-    refuses at once instead of queueing for seconds. A request may ask for a
-    shorter wait (``timeout`` request parameter) when ``allow_timeout_override``
-    is true, never a longer one. ``max_queue_size`` and ``queue_timeout_us``
-    replace the derived values when given (0: unbounded, no timeout);
-    ``latency_budget_ms: null`` derives nothing.
+    server, queue and forward pass together, at the 99th percentile. When set,
+    the queue policy follows from it (``ds_triton.repository.queue_policy``): a
+    request that waited half the budget for a batch is rejected with UNAVAILABLE
+    instead of being run late, and the queue holds what the instances take in
+    one round of full batches, so an overloaded model refuses at once instead
+    of queueing for seconds. A request may ask for a shorter wait (``timeout``
+    request parameter) when ``allow_timeout_override`` is true, never a longer
+    one. ``max_queue_size`` and ``queue_timeout_us`` replace the derived values
+    when given (0: unbounded, no timeout).
+
+    Unset by default: any queue policy turns off Triton 2.51's batch
+    prefetching, and a model with a single instance then stalls requests up to
+    500 ms (``perf/repro/batcher_lost_wakeup.py``); ``ds-triton check`` refuses
+    a queue policy on one instance.
     """
 
     max_batch_size: int = setting(64, minimum=1)
     preferred_batch_sizes: tuple[int, ...] = setting((16, 32, 64), minimum=1)
     max_queue_delay_us: int = setting(2000, minimum=0)
-    latency_budget_ms: int | None = setting(100, minimum=1)
+    latency_budget_ms: int | None = setting(None, minimum=1)
     max_queue_size: int | None = setting(None, minimum=0)
     queue_timeout_us: int | None = setting(None, minimum=0)
     allow_timeout_override: bool = True

@@ -209,14 +209,22 @@ def test_invalid_model_json_names_the_key(repo: Path) -> None:
 # -- queue policy against the latency budget -------------------------------------
 
 
+@pytest.fixture
+def budgeted(repo: Path) -> Path:
+    """``emb`` with a 100 ms latency budget on two instances, rendered."""
+    set_spec(repo, "emb", batching__latency_budget_ms=100, deployment__instances_per_device=2)
+    rerender(repo, "emb")
+    return repo
+
+
 def batcher(repo: Path) -> Path:
     return repo / "emb" / "config.pbtxt"
 
 
-def test_rendered_queue_policy_passes(repo: Path) -> None:
-    text = batcher(repo).read_text()
-    assert "default_timeout_microseconds: 50000" in text and "max_queue_size: 64" in text
-    assert problems(repo) == []
+def test_rendered_queue_policy_passes(budgeted: Path) -> None:
+    text = batcher(budgeted).read_text()
+    assert "default_timeout_microseconds: 50000" in text and "max_queue_size: 128" in text
+    assert problems(budgeted) == []
 
 
 @pytest.mark.parametrize(
@@ -226,7 +234,7 @@ def test_rendered_queue_policy_passes(repo: Path) -> None:
          "queue timeout 500000 us exceeds batching.latency_budget_ms (100 ms)"),
         ("    default_timeout_microseconds: 50000\n    allow_timeout_override: true\n", "",
          "no queue timeout although model.json sets batching.latency_budget_ms (100 ms)"),
-        ("    max_queue_size: 64\n", "", "max_queue_size is unbounded although model.json sets"),
+        ("    max_queue_size: 128\n", "", "max_queue_size is unbounded although model.json sets"),
         ("max_queue_delay_microseconds: 2000", "max_queue_delay_microseconds: 60000",
          "the batcher may hold a request 60000 us to fill a batch (max_queue_delay_microseconds), "
          "not less than its queue timeout 50000 us"),
@@ -235,28 +243,38 @@ def test_rendered_queue_policy_passes(repo: Path) -> None:
     ],
     ids=["timeout-over-budget", "no-timeout", "unbounded", "delay-over-timeout", "delay-action"],
 )
-def test_queue_policy_against_the_budget(repo: Path, old: str, new: str, message: str) -> None:
-    edit(batcher(repo), old, new)
-    problem = only(repo, "queue")  # reported once, at its cause (not again as a stale render)
+def test_queue_policy_against_the_budget(budgeted: Path, old: str, new: str, message: str) -> None:
+    edit(batcher(budgeted), old, new)
+    problem = only(budgeted, "queue")  # reported once, at its cause (not again as a stale render)
     assert message in problem.message and problem.field == "dynamic_batching"
 
 
-def test_an_override_without_a_timeout_does_nothing(repo: Path) -> None:
-    set_spec(repo, "emb", batching__latency_budget_ms=None)
-    rerender(repo, "emb")
-    assert "default_queue_policy" not in batcher(repo).read_text() and problems(repo) == []
-    policy = "\n  default_queue_policy {\n    allow_timeout_override: true\n  }"
-    edit(batcher(repo), "max_queue_delay_microseconds: 2000", "max_queue_delay_microseconds: 2000" + policy)
-    assert "allow_timeout_override has no effect without default_timeout_microseconds" in only(
-        repo, "queue").message
+def test_no_queue_policy_on_a_single_instance(budgeted: Path) -> None:
+    set_spec(budgeted, "emb", deployment__instances_per_device=1)
+    rerender(budgeted, "emb")
+    assert "Triton 2.51 then stops prefetching batches" in only(budgeted, "queue").message
+    # Without a budget nothing is rendered, and nothing is wrong.
+    set_spec(budgeted, "emb", batching__latency_budget_ms=None)
+    rerender(budgeted, "emb")
+    assert "default_queue_policy" not in batcher(budgeted).read_text() and problems(budgeted) == []
 
 
-def test_explicit_queue_settings_that_break_the_budget_are_refused(repo: Path) -> None:
-    set_spec(repo, "emb", batching__queue_timeout_us=250_000)
-    rerender(repo, "emb")
-    assert "exceeds batching.latency_budget_ms (100 ms)" in only(repo, "queue").message
-    assert main(["add-model", "m2", "--task", "embedding", "--checkpoint", MINILM,
-                 "--repository", str(repo), "--queue-timeout-us", "250000"]) == 1
+def test_an_override_without_a_timeout_does_nothing(budgeted: Path) -> None:
+    set_spec(budgeted, "emb", batching__queue_timeout_us=0)
+    rerender(budgeted, "emb")
+    assert "allow_timeout_override" not in batcher(budgeted).read_text()
+    edit(batcher(budgeted), "max_queue_size: 128", "max_queue_size: 128\n    allow_timeout_override: true")
+    found = {p.message.split(":")[0] for p in problems(budgeted)}
+    assert "allow_timeout_override has no effect without default_timeout_microseconds" in found
+
+
+def test_explicit_queue_settings_that_break_the_budget_are_refused(budgeted: Path) -> None:
+    set_spec(budgeted, "emb", batching__queue_timeout_us=250_000)
+    rerender(budgeted, "emb")
+    assert "exceeds batching.latency_budget_ms (100 ms)" in only(budgeted, "queue").message
+    assert main(["add-model", "m2", "--task", "embedding", "--checkpoint", MINILM, "--instances", "2",
+                 "--repository", str(budgeted), "--latency-budget-ms", "100",
+                 "--queue-timeout-us", "250000"]) == 1
 
 
 # -- model.json type errors: one [spec] line, never a traceback ---------------------

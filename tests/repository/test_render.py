@@ -102,7 +102,7 @@ def test_queue_policy_is_derived_from_the_latency_budget() -> None:
 
 
 def test_the_queue_grows_with_the_instances_of_every_gpu() -> None:
-    spec = batching_spec({"max_batch_size": 16, "preferred_batch_sizes": [8, 16]},
+    spec = batching_spec({"latency_budget_ms": 50, "max_batch_size": 16, "preferred_batch_sizes": [8, 16]},
                          device="gpu", gpus="all", instances_per_device=2)
     for gpus, queue in ((4, 4 * 2 * 16), (1, 2 * 16)):
         config = render_config(spec, embedding_dimension=8, gpu_ids=range(gpus))
@@ -118,7 +118,8 @@ def test_explicit_queue_settings_replace_the_derived_ones() -> None:
 
 
 def test_no_latency_budget_means_no_queue_policy() -> None:
-    config = render_config(batching_spec({"latency_budget_ms": None}), embedding_dimension=8)
+    # The default: a queue policy would turn off Triton's batch prefetching.
+    config = render_config(batching_spec({}), embedding_dimension=8)
     assert not config.dynamic_batching.HasField("default_queue_policy")
     assert "queue_policy" not in config_text(config)
 

@@ -88,7 +88,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     batching.add_argument(
         "--latency-budget-ms", type=int, metavar="MS",
         help="p99 time in the server (queue + forward) that accepted requests should meet; the "
-        "queue policy is derived from it (default 100)",
+        "queue policy (shedding under overload) is derived from it; needs >= 2 instances",
     )
     batching.add_argument(
         "--queue-size", type=int, help="max queued requests, instead of the derived size (0: unbounded)"

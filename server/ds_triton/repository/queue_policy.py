@@ -13,6 +13,12 @@ Triton's ``default_queue_policy`` bounds two things (core ``scheduler_utils.cc``
 * ``allow_timeout_override``: a request's own ``timeout`` parameter replaces
   the default only when it is shorter (a longer one is ignored).
 
+Any of these turns off the batcher's prefetching of the next batch, which in
+Triton 2.51 makes a single-instance model stall up to 500 ms per request that
+arrives while its instance is busy (``perf/repro/batcher_lost_wakeup.py``); so
+no policy is rendered unless the spec sets a budget or a bound, and ``check``
+refuses one on a single instance.
+
 The derivation: an accepted request waits at most half the budget for a batch,
 and the other half is left for the forward pass that runs it and the wait for
 a free instance. The queue holds one full batch per instance, what the

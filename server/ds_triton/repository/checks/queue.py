@@ -11,8 +11,16 @@ from __future__ import annotations
 from tritonclient.grpc import model_config_pb2 as mc
 
 from ds_triton.repository.checks.subject import Subject
+from ds_triton.repository.render import instances_of
 
 FIELD = "dynamic_batching"
+
+
+def _single_instance(config: mc.ModelConfig) -> bool:
+    # A KIND_GPU group without ids means one instance per GPU Triton finds: unknown here.
+    if any(g.kind == mc.ModelInstanceGroup.KIND_GPU and not g.gpus for g in config.instance_group):
+        return False
+    return instances_of(config) == 1
 
 
 def check_queue_policy(model: Subject) -> None:
@@ -22,6 +30,15 @@ def check_queue_policy(model: Subject) -> None:
     batcher = model.config.dynamic_batching
     policy = batcher.default_queue_policy
     timeout, delay = policy.default_timeout_microseconds, batcher.max_queue_delay_microseconds
+    if batcher.HasField("default_queue_policy") and _single_instance(model.config):
+        model.report(
+            "queue",
+            "a queue policy on a model with one instance: Triton 2.51 then stops prefetching "
+            "batches, and a request that arrives while the instance is busy can wait 500 ms "
+            "(perf/repro/batcher_lost_wakeup.py); use deployment.instances_per_device >= 2, or "
+            "no latency_budget_ms, max_queue_size or queue_timeout_us",
+            field=FIELD,
+        )
     if policy.allow_timeout_override and not timeout:
         model.report(
             "queue",
