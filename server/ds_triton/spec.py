@@ -37,9 +37,9 @@ class BatchingSpec:
     server, queue and forward pass together, at the 99th percentile. When set,
     the queue policy follows from it (``ds_triton.repository.queue_policy``): a
     request that waited half the budget for a batch is rejected with UNAVAILABLE
-    instead of being run late, and the queue holds what the instances take in
-    one round of full batches, so an overloaded model refuses at once instead
-    of queueing for seconds. A request may ask for a shorter wait (``timeout``
+    instead of being run late, and the queue holds one preferred batch per
+    instance, so an overloaded model refuses at once instead of queueing for
+    seconds. A request may ask for a shorter wait (``timeout``
     request parameter) when ``allow_timeout_override`` is true, never a longer
     one. ``max_queue_size`` and ``queue_timeout_us`` replace the derived values
     when given (0: unbounded, no timeout).

@@ -223,7 +223,7 @@ def batcher(repo: Path) -> Path:
 
 def test_rendered_queue_policy_passes(budgeted: Path) -> None:
     text = batcher(budgeted).read_text()
-    assert "default_timeout_microseconds: 50000" in text and "max_queue_size: 128" in text
+    assert "default_timeout_microseconds: 50000" in text and "max_queue_size: 32" in text
     assert problems(budgeted) == []
 
 
@@ -234,7 +234,7 @@ def test_rendered_queue_policy_passes(budgeted: Path) -> None:
          "queue timeout 500000 us exceeds batching.latency_budget_ms (100 ms)"),
         ("    default_timeout_microseconds: 50000\n    allow_timeout_override: true\n", "",
          "no queue timeout although model.json sets batching.latency_budget_ms (100 ms)"),
-        ("    max_queue_size: 128\n", "", "max_queue_size is unbounded although model.json sets"),
+        ("    max_queue_size: 32\n", "", "max_queue_size is unbounded although model.json sets"),
         ("max_queue_delay_microseconds: 2000", "max_queue_delay_microseconds: 60000",
          "the batcher may hold a request 60000 us to fill a batch (max_queue_delay_microseconds), "
          "not less than its queue timeout 50000 us"),
@@ -263,7 +263,7 @@ def test_an_override_without_a_timeout_does_nothing(budgeted: Path) -> None:
     set_spec(budgeted, "emb", batching__queue_timeout_us=0)
     rerender(budgeted, "emb")
     assert "allow_timeout_override" not in batcher(budgeted).read_text()
-    edit(batcher(budgeted), "max_queue_size: 128", "max_queue_size: 128\n    allow_timeout_override: true")
+    edit(batcher(budgeted), "max_queue_size: 32", "max_queue_size: 32\n    allow_timeout_override: true")
     found = {p.message.split(":")[0] for p in problems(budgeted)}
     assert "allow_timeout_override has no effect without default_timeout_microseconds" in found
 

@@ -94,7 +94,7 @@ def test_queue_policy_is_derived_from_the_latency_budget() -> None:
     spec = batching_spec({"latency_budget_ms": 80, "max_batch_size": 32, "preferred_batch_sizes": [32]},
                          device="cpu", instances_per_device=3)
     policy = render_config(spec, embedding_dimension=8).dynamic_batching.default_queue_policy
-    # Half the budget in the queue; one full batch per instance queued.
+    # Half the budget in the queue; one preferred batch per instance queued.
     assert policy.default_timeout_microseconds == 40_000
     assert policy.timeout_action == mc.ModelQueuePolicy.REJECT
     assert policy.allow_timeout_override
@@ -104,9 +104,16 @@ def test_queue_policy_is_derived_from_the_latency_budget() -> None:
 def test_the_queue_grows_with_the_instances_of_every_gpu() -> None:
     spec = batching_spec({"latency_budget_ms": 50, "max_batch_size": 16, "preferred_batch_sizes": [8, 16]},
                          device="gpu", gpus="all", instances_per_device=2)
-    for gpus, queue in ((4, 4 * 2 * 16), (1, 2 * 16)):
+    for gpus, queue in ((4, 4 * 2 * 8), (1, 2 * 8)):
         config = render_config(spec, embedding_dimension=8, gpu_ids=range(gpus))
         assert config.dynamic_batching.default_queue_policy.max_queue_size == queue
+
+
+def test_without_preferred_sizes_a_full_batch_per_instance() -> None:
+    spec = batching_spec({"latency_budget_ms": 100, "max_batch_size": 12, "preferred_batch_sizes": []},
+                         instances_per_device=2)
+    policy = render_config(spec, embedding_dimension=8).dynamic_batching.default_queue_policy
+    assert policy.max_queue_size == 2 * 12
 
 
 def test_explicit_queue_settings_replace_the_derived_ones() -> None:

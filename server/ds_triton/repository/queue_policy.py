@@ -19,11 +19,13 @@ arrives while its instance is busy (``perf/repro/batcher_lost_wakeup.py``); so
 no policy is rendered unless the spec sets a budget or a bound, and ``check``
 refuses one on a single instance.
 
-The derivation: an accepted request waits at most half the budget for a batch,
-and the other half is left for the forward pass that runs it and the wait for
-a free instance. The queue holds one full batch per instance, what the
-instances take in one round, so under overload most refusals are immediate
-(queue full) and the timeout catches the rest (long texts, slow batches).
+The derivation: the queue holds one preferred batch per instance (the smallest
+preferred size, else ``max_batch_size``): what the instances take in one round
+of the batches the batcher aims for. Under overload a request beyond that is
+refused at once, and an accepted one waits about one round. The timeout is
+the backstop for rounds that run slow (long texts, a slow machine): an accepted
+request waits at most half the budget, leaving the other half for the forward
+pass that runs it.
 """
 
 from __future__ import annotations
@@ -67,7 +69,8 @@ def queue_policy(batching: BatchingSpec, instances: int) -> QueuePolicy:
     budget = batching.latency_budget_ms
     size = batching.max_queue_size
     if size is None:
-        size = max(1, instances) * batching.max_batch_size if budget is not None else 0
+        batch = min(batching.preferred_batch_sizes, default=batching.max_batch_size)
+        size = max(1, instances) * batch if budget is not None else 0
     timeout = batching.queue_timeout_us
     if timeout is None:
         timeout = derived_timeout_us(budget) if budget is not None else 0
