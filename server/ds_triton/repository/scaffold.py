@@ -122,7 +122,7 @@ def checkpoint_to_import(spec: ModelSpec, target: ModelFolder) -> Path | None:
 def _checked_config(
     folder: ModelFolder, spec: ModelSpec, machine: Machine
 ) -> tuple[mc.ModelConfig, list[Problem]]:
-    """The rendered config of a model about to be written, and its machine-only problems."""
+    """The rendered config of a model about to be written, and its problems (none blocking)."""
     model = unwritten_model(folder, spec, machine)
     if model.checkpoint is not None:
         dimension = model.checkpoint.hidden_size if spec.task == "embedding" else None
