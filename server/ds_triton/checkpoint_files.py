@@ -5,7 +5,9 @@ reads only files inside it, inside an installed Python package it names
 (``package:<module>/<subpath>``), or under a folder the operator lists in
 ``DS_TRITON_CHECKPOINT_ROOTS`` (``os.pathsep``-separated, read by the server
 process, never from ``model.json``). Paths are checked after resolving ``..``
-and symbolic links, the checkpoint folder's and every link inside it.
+and symbolic links, the checkpoint folder's and every link inside it; a model
+folder that is itself a link (put there by whoever runs the server, as the
+container's entry point does) is judged by the repository it links into.
 
 Weights load from safetensors. Pickle-based files (``pytorch_model.bin``) can
 run arbitrary code while they load, so they are refused unless the spec says
@@ -62,26 +64,13 @@ def resolve_checkpoint(
     path = Path(reference).expanduser()
     if not path.is_absolute():
         path = version_dir / path
-    # The repository holds the model folder; the folder itself may not be a link out of it.
-    repository = Path(os.path.abspath(version_dir)).parent.parent.resolve()
+    # The repository that holds the model folder. A model folder may itself be a link (the
+    # container's entry point serves a repository of links to the models in use): then the
+    # boundary is the repository it links into, never anything above it.
+    repository = Path(version_dir).resolve().parent.parent
     roots = [(repository, "the model repository")]
     roots += [(root, ROOTS_ENV) for root in allowed_roots(env)]
     return _contained(reference, path, roots)
-
-
-def check_model_folder(model_dir: Path) -> None:
-    """A model folder must be a folder of its repository, not a link to one elsewhere.
-
-    Raises:
-        SpecError: the folder resolves outside its repository.
-    """
-    repository = Path(os.path.abspath(model_dir)).parent.resolve()
-    resolved = Path(model_dir).resolve()
-    if not _inside(resolved, repository):
-        raise SpecError(
-            f"model folder {Path(model_dir).name!r} is a link to {resolved}, outside the model "
-            f"repository ({repository}); copy the model into the repository instead"
-        )
 
 
 def allowed_roots(environ: Mapping[str, str]) -> list[Path]:

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ds_triton.checkpoint_files import check_model_folder
 from ds_triton.devices import Placement, instance_count, resolve_placement
 from ds_triton.errors import SpecError
 from ds_triton.spec import ModelSpec
@@ -27,7 +26,6 @@ class InstanceContext:
     @classmethod
     def from_args(cls, args: dict[str, str]) -> InstanceContext:
         model_config = json.loads(args["model_config"])
-        check_model_folder(Path(args["model_repository"]))  # not a link out of the repository
         version_dir = Path(args["model_repository"]) / args["model_version"]
         spec = ModelSpec.load(version_dir)
         if spec.name != args["model_name"]:

@@ -1,21 +1,12 @@
-"""The files of a model folder: a real folder of the repository, the shared shim, and reading
-config.pbtxt and model.json."""
+"""The files of a model folder: the shared shim, and reading config.pbtxt and model.json."""
 
 from __future__ import annotations
 
-from ds_triton.checkpoint_files import check_model_folder
 from ds_triton.errors import SpecError
 from ds_triton.repository.checks.subject import SPEC_FILE, Subject
 from ds_triton.repository.layout import CONFIG_FILENAME, SHIM_SOURCE
 from ds_triton.repository.schema import ConfigSchemaError, read_config
 from ds_triton.spec import ModelSpec
-
-
-def check_folder(model: Subject) -> None:
-    try:
-        check_model_folder(model.folder.root)
-    except SpecError as exc:
-        model.report("layout", str(exc), where="")
 
 
 def check_shim(model: Subject) -> None:

@@ -39,7 +39,6 @@ def _check(name: str, run: Callable[[Subject], None], *needs: Need) -> Check:
 
 CHECKS: tuple[Check, ...] = (
     # The folder's files, read into the subject.
-    _check("folder", files.check_folder, "files"),
     _check("shim", files.check_shim, "files"),
     _check("config file", files.read_config_file, "files"),
     _check("spec file", files.read_spec_file, "files"),
