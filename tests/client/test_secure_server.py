@@ -62,9 +62,9 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
     certs = make_certificates(root / "certs")
     source = ROOT / "model_repository" / GENERATE_MODEL
     target = root / "repo" / GENERATE_MODEL
-    shutil.copytree(source, target, ignore=shutil.ignore_patterns("checkpoint", "__pycache__"))
+    # The tiny checkpoint is copied too: a model reads nothing outside its repository.
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
     spec = json.loads((source / "1" / "model.json").read_text())
-    spec["checkpoint"] = str((source / "1" / "checkpoint").resolve())
     spec["generation"].update(max_concurrent_sequences=1, max_queued_requests=0, max_tokens_limit=1000)
     (target / "1" / "model.json").write_text(json.dumps(spec, indent=2))
     restricted = (

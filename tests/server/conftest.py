@@ -48,7 +48,8 @@ def tight_server(
     source = MODEL_REPOSITORY / MODEL
     # Checkpoints are inside the repository (copied or built there): a model reads nothing outside it.
     shutil.copytree(source, repository / MODEL, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copytree(source, repository / BPE_MODEL, ignore=shutil.ignore_patterns("checkpoint", "__pycache__"))
+    without_weights = shutil.ignore_patterns("checkpoint", "__pycache__")
+    shutil.copytree(source, repository / BPE_MODEL, ignore=without_weights)
     spec = json.loads((source / "1" / "model.json").read_text())
     tight = {**spec}
     tight["generation"] = {
