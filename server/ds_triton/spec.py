@@ -14,7 +14,7 @@ from typing import Any, Literal, get_args
 
 from ds_triton.checkpoint_files import resolve_checkpoint
 from ds_triton.errors import SpecError
-from ds_triton.typed_json import build, setting
+from ds_triton.typed_json import build, check_minimums, setting
 
 SPEC_FILENAME = "model.json"
 
@@ -59,6 +59,7 @@ class BatchingSpec:
     allow_timeout_override: bool = True
 
     def validate(self) -> None:
+        check_minimums(self, "batching")
         for size in self.preferred_batch_sizes:
             if size > self.max_batch_size:
                 raise SpecError(
@@ -82,6 +83,7 @@ class DeploymentSpec:
     threads_per_instance: int | None = setting(None, minimum=1)
 
     def validate(self) -> None:
+        check_minimums(self, "deployment")
         if self.gpus != "all" and not self.gpus:
             raise SpecError("deployment.gpus must be \"all\" or a list of ids >= 0, got []")
         if self.gpus != "all" and len(set(self.gpus)) != len(self.gpus):
@@ -114,6 +116,7 @@ class EmbeddingSpec:
     max_tokens_per_forward: int = setting(4096, minimum=1)
 
     def validate(self) -> None:
+        check_minimums(self, "embedding")
         if self.max_tokens_per_forward < max(1, self.max_length or 1):
             raise SpecError(
                 "embedding.max_tokens_per_forward must be >= max_length "
@@ -147,6 +150,7 @@ class GenerationSpec:
     max_prefill_tokens: int = setting(128, minimum=1)
 
     def validate(self) -> None:
+        check_minimums(self, "generation")
         if self.default_max_tokens > self.max_tokens_limit:
             raise SpecError(
                 "generation.default_max_tokens must be between 1 and max_tokens_limit "

@@ -59,6 +59,22 @@ def build(cls: type[T], data: Any, path: str = "") -> T:
     return cls(**kwargs)
 
 
+def check_minimums(instance: Any, path: str) -> None:
+    """Hold a dataclass built in code (not read from JSON) to its fields' declared minimums.
+
+    Raises:
+        SpecError: naming the dotted key, as reading it from JSON would.
+    """
+    for f in dataclasses.fields(instance):
+        minimum = f.metadata.get(_MINIMUM)
+        if minimum is None:
+            continue
+        value = getattr(instance, f.name)
+        for item in value if isinstance(value, tuple) else (value,):
+            if isinstance(item, (int, float)) and not isinstance(item, bool) and item < minimum:
+                raise SpecError(f"{path}.{f.name} must be >= {minimum}, got {item}")
+
+
 def describe(annotation: Any) -> str:
     """What a value of ``annotation`` looks like in JSON, for messages."""
     if annotation is bool:

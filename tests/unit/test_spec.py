@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import types
@@ -164,3 +165,14 @@ def test_a_spec_holding_every_key_round_trips() -> None:
     for key, value in data.items():  # every value given comes back as given (new keys at defaults)
         assert dumped[key] == value if not isinstance(value, dict) else value.items() <= dumped[key].items()
     assert ModelSpec.from_dict(json.loads(spec.dumps())) == spec
+
+
+@pytest.mark.parametrize(("section", "cls"), [(k, v) for k, v in SECTIONS.items() if k], ids=str)
+def test_sections_built_in_code_are_held_to_their_minimums(section: str, cls: type) -> None:
+    for f in dataclasses.fields(cls):
+        minimum = f.metadata.get("minimum")
+        if minimum is None or f.type not in ("int", "int | None"):
+            continue
+        expected = rf"^{section}\.{f.name} must be >= {minimum}, got {minimum - 1}$"
+        with pytest.raises(SpecError, match=expected):
+            cls(**{f.name: minimum - 1}).validate()
