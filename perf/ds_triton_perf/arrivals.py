@@ -1,9 +1,9 @@
-"""Intended send times for open-loop load: constant or Poisson arrivals."""
+"""Intended send times for open-loop load: constant or Poisson arrivals, fixed or scheduled rate."""
 
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Literal
 
 Distribution = Literal["constant", "poisson"]
@@ -32,3 +32,21 @@ def arrival_offsets(rate: float, distribution: Distribution, seed: int = 0) -> I
         else:
             yield offset
             offset += rng.expovariate(rate)
+
+
+def scheduled_offsets(phases: Sequence[tuple[float, float]], distribution: Distribution,
+                      seed: int = 0) -> Iterator[float]:
+    """Intended send times for a piecewise-constant rate: ``(duration_s, rate)`` per phase.
+
+    Each phase starts on its own boundary (Poisson gaps are memoryless, so
+    nothing is lost at the seam); the schedule ends with the last phase.
+    """
+    if not phases or any(duration <= 0 or rate <= 0 for duration, rate in phases):
+        raise ValueError(f"phases need positive durations and rates, got {list(phases)}")
+    begin = 0.0
+    for index, (duration, rate) in enumerate(phases):
+        for offset in arrival_offsets(rate, distribution, seed + index):
+            if offset >= duration:
+                break
+            yield begin + offset
+        begin += duration

@@ -21,11 +21,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from ds_triton_perf.arrivals import Distribution, arrival_offsets
+from ds_triton_perf.arrivals import Distribution, arrival_offsets, scheduled_offsets
 from ds_triton_perf.histogram import Histogram
 from ds_triton_perf.outcome import Outcome, RequestFn
 from ds_triton_perf.progress import Progress
-from ds_triton_perf.recorder import Recorder, Sample
+from ds_triton_perf.recorder import Recorder, Sample, SecondBin
 
 Mode = Literal["closed", "open"]
 
@@ -46,6 +46,10 @@ class LoadSpec:
         drain_timeout_s: Open loop: how long to wait for stragglers after the last send;
             still-running requests then count as ``Unfinished`` (bounds an overloaded run).
         seed: Seed for Poisson arrivals and the sample reservoir.
+        phases: Open loop with a changing rate: ``(duration_s, rate)`` per phase, in order.
+            The window is their total (``duration_s`` and ``rate`` are then ignored);
+            the warm-up runs at the first phase's rate.
+        keep_bins: Keep per-second statistics (``LoadResult.bins``).
     """
 
     mode: Mode
@@ -58,13 +62,17 @@ class LoadSpec:
     request_timeout_s: float = 30.0
     drain_timeout_s: float = 10.0
     seed: int = 0
+    phases: tuple[tuple[float, float], ...] = ()
+    keep_bins: bool = False
 
     def validate(self) -> None:
         if self.mode not in ("closed", "open"):
             raise ValueError(f"mode must be 'closed' or 'open', got {self.mode!r}")
         if self.mode == "closed" and self.concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
-        if self.mode == "open" and self.rate <= 0:
+        if self.phases and (self.mode != "open" or any(d <= 0 or r <= 0 for d, r in self.phases)):
+            raise ValueError(f"phases need open loop and positive durations and rates: {self.phases}")
+        if self.mode == "open" and self.rate <= 0 and not self.phases:
             raise ValueError(f"rate must be > 0 for open loop, got {self.rate}")
         if self.duration_s <= 0 or self.warmup_s < 0 or self.max_in_flight < 1:
             raise ValueError("duration_s must be > 0, warmup_s >= 0 and max_in_flight >= 1")
@@ -73,6 +81,11 @@ class LoadSpec:
     def level(self) -> float:
         """The swept value: concurrency (closed) or rate (open)."""
         return float(self.concurrency if self.mode == "closed" else self.rate)
+
+    @property
+    def window_s(self) -> float:
+        """Length of the measurement window."""
+        return sum(d for d, _ in self.phases) if self.phases else self.duration_s
 
 
 @dataclass
@@ -94,13 +107,15 @@ class LoadResult:
     latency_histogram: Histogram = field(repr=False)
     samples: list[Sample] = field(default_factory=list, repr=False)
     timeline: list[int] = field(default_factory=list, repr=False)
+    bins: list[SecondBin] = field(default_factory=list, repr=False)
+    window_unix: tuple[float, float] = (0.0, 0.0)
 
     @property
     def error_count(self) -> int:
         return sum(self.errors.values())
 
     def to_dict(self) -> dict[str, Any]:
-        out = {k: v for k, v in asdict(self).items() if k not in ("latency_histogram", "samples")}
+        out = {k: v for k, v in asdict(self).items() if k not in ("latency_histogram", "samples", "bins")}
         out["spec"] = asdict(self.spec)
         out["latency_buckets_us"] = [list(b) for b in self.latency_histogram.buckets()]
         return out
@@ -123,8 +138,9 @@ async def run_load(request: RequestFn, spec: LoadSpec, label: str = "", progress
     """Drive ``request`` at ``spec``'s load and return what was measured."""
     spec.validate()
     start = time.perf_counter() + 0.05  # a moment to set up before the first intended send
-    recorder = Recorder(start + spec.warmup_s, start + spec.warmup_s + spec.duration_s, seed=spec.seed)
-    bar = Progress(spec.warmup_s + spec.duration_s, label or _describe(spec), enabled=progress)
+    recorder = Recorder(start + spec.warmup_s, start + spec.warmup_s + spec.window_s, seed=spec.seed,
+                        keep_bins=spec.keep_bins)
+    bar = Progress(spec.warmup_s + spec.window_s, label or _describe(spec), enabled=progress)
     state = _RunState()
     cpu_before = _cpu_seconds()
     ticker = asyncio.create_task(_tick(bar, recorder, state, start))
@@ -139,7 +155,10 @@ async def run_load(request: RequestFn, spec: LoadSpec, label: str = "", progress
             await ticker
         bar.close()
     wall = max(time.perf_counter() - start, 1e-9)
-    return _result(label, spec, recorder, (_cpu_seconds() - cpu_before) / wall)
+    result = _result(label, spec, recorder, (_cpu_seconds() - cpu_before) / wall)
+    to_unix = time.time() - time.perf_counter()
+    result.window_unix = (recorder.window_start + to_unix, recorder.window_end + to_unix)
+    return result
 
 
 @dataclass
@@ -177,7 +196,12 @@ async def _open_loop(request: RequestFn, spec: LoadSpec, recorder: Recorder, sta
                      start: float) -> None:
     slots = asyncio.Semaphore(spec.max_in_flight)
     tasks: set[asyncio.Task[None]] = set()
-    total = spec.warmup_s + spec.duration_s
+    total = spec.warmup_s + spec.window_s
+    if spec.phases:
+        warmup = ((spec.warmup_s, spec.phases[0][1]),) if spec.warmup_s > 0 else ()
+        offsets = scheduled_offsets(warmup + spec.phases, spec.distribution, spec.seed)
+    else:
+        offsets = arrival_offsets(spec.rate, spec.distribution, spec.seed)
 
     async def one(intended: float) -> None:
         try:
@@ -188,7 +212,7 @@ async def _open_loop(request: RequestFn, spec: LoadSpec, recorder: Recorder, sta
             state.in_flight -= 1
             slots.release()
 
-    for offset in arrival_offsets(spec.rate, spec.distribution, spec.seed):
+    for offset in offsets:
         if offset >= total:
             break
         intended = start + offset
@@ -233,6 +257,7 @@ def _result(label: str, spec: LoadSpec, recorder: Recorder, cpu_cores: float) ->
         latency_histogram=recorder.latency,
         samples=recorder.samples,
         timeline=recorder.timeline,
+        bins=recorder.bins,
     )
 
 
@@ -244,4 +269,6 @@ def _cpu_seconds() -> float:
 def _describe(spec: LoadSpec) -> str:
     if spec.mode == "closed":
         return f"closed c={spec.concurrency}"
+    if spec.phases:
+        return "open " + " → ".join(f"{r:g}/s" for _, r in spec.phases)
     return f"open {spec.distribution} {spec.rate:g}/s"

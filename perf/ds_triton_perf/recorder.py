@@ -3,7 +3,8 @@
 Latencies go into :class:`~ds_triton_perf.histogram.Histogram` objects, the
 per-second timeline has one slot per second of the run, and the raw samples
 kept for CSV are a fixed-size reservoir, so memory does not grow with the
-request rate or the run length.
+request rate. Runs that need to see latency change over time (the overload
+scenario) also keep one :class:`SecondBin` per second of the window.
 """
 
 from __future__ import annotations
@@ -29,6 +30,27 @@ class Sample:
 
 
 @dataclass
+class SecondBin:
+    """One second of a run: requests by intended send time, completions by end time.
+
+    Attributes:
+        ok: Requests that succeeded.
+        errors: Failed requests by error type.
+        items_done: Items of successful requests that *ended* in this second (goodput).
+        latency: Successful requests, from intended send to the end.
+        ttft: Successful streams, from intended send to the first token.
+        error_ms: Per error type, from the actual send to the error (how fast a refusal is).
+    """
+
+    ok: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+    items_done: int = 0
+    latency: Histogram = field(default_factory=Histogram)
+    ttft: Histogram = field(default_factory=Histogram)
+    error_ms: dict[str, Histogram] = field(default_factory=dict)
+
+
+@dataclass
 class Recorder:
     """Accumulates outcomes whose intended send time falls in the measurement window."""
 
@@ -46,12 +68,16 @@ class Recorder:
     tokens: int = 0
     samples: list[Sample] = field(default_factory=list)
     timeline: list[int] = field(default_factory=list)
+    keep_bins: bool = False
+    bins: list[SecondBin] = field(default_factory=list)
     _seen: int = 0
     _rng: random.Random = field(default_factory=random.Random)
 
     def __post_init__(self) -> None:
         self._rng.seed(self.seed)
         self.timeline = [0] * max(1, int(self.window_end - self.window_start) + 1)
+        if self.keep_bins:
+            self.bins = [SecondBin() for _ in self.timeline]
 
     def in_window(self, t: float) -> bool:
         return self.window_start <= t < self.window_end
@@ -64,8 +90,12 @@ class Recorder:
             self.completed_in_window += 1
             self.items_in_window += outcome.items
             self.timeline[int(end - self.window_start)] += 1
+            if self.bins:
+                self.bins[int(end - self.window_start)].items_done += outcome.items
         if not self.in_window(intended):
             return
+        if self.bins:
+            self._bin(intended, sent, end, outcome)
         if not outcome.ok:
             self.errors[outcome.error or "Error"] += 1
         else:
@@ -73,6 +103,18 @@ class Recorder:
             self.latency.record_seconds(end - intended)
             self._record_stream(intended, outcome)
         self._keep_sample(intended, sent, end, outcome)
+
+    def _bin(self, intended: float, sent: float, end: float, outcome: Outcome) -> None:
+        slot = self.bins[int(intended - self.window_start)]
+        if outcome.ok:
+            slot.ok += 1
+            slot.latency.record_seconds(end - intended)
+            if outcome.token_times:
+                slot.ttft.record_seconds(outcome.token_times[0] - intended)
+        else:
+            error = outcome.error or "Error"
+            slot.errors[error] += 1
+            slot.error_ms.setdefault(error, Histogram()).record_seconds(end - sent)
 
     def record_unfinished(self, count: int) -> None:
         if count:

@@ -16,6 +16,7 @@ from typing import Any
 
 STAGES = ("queue", "compute_input", "compute_infer", "compute_output")
 _METRIC_LINE = re.compile(r"^(?P<name>[a-zA-Z_:][\w:]*)(?P<labels>\{[^}]*\})?\s+(?P<value>\S+)$")
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 
 @dataclass(frozen=True)
@@ -65,17 +66,22 @@ def snapshot(http_url: str, metrics_url: str | None, model: str, timeout: float 
 
 
 def parse_prometheus(text: str, model: str) -> dict[str, float]:
-    """``name{labels}`` → value for series of ``model`` (and unlabelled server gauges)."""
+    """Series of ``model`` (and unlabelled server gauges), keyed ``name{label=value,...}``.
+
+    The ``model`` and ``version`` labels are dropped and the rest kept (sorted), so
+    histogram buckets (``le``) and per-phase or per-reason series stay apart;
+    series that differ only by version are summed.
+    """
     out: dict[str, float] = {}
     for line in text.splitlines():
         match = _METRIC_LINE.match(line.strip())
         if not match or line.startswith("#"):
             continue
-        labels = match.group("labels") or ""
-        if labels and f'model="{model}"' not in labels:
+        labels = dict(_LABEL.findall(match.group("labels") or ""))
+        if labels and labels.get("model") != model:
             continue
-        reason = re.search(r'reason="([^"]+)"', labels)
-        key = match.group("name") + (f"[{reason.group(1)}]" if reason else "")
+        kept = sorted((k, v) for k, v in labels.items() if k not in ("model", "version"))
+        key = match.group("name") + ("{" + ",".join(f"{k}={v}" for k, v in kept) + "}" if kept else "")
         try:
             out[key] = out.get(key, 0.0) + float(match.group("value"))
         except ValueError:
@@ -94,8 +100,9 @@ def diff(before: StatsSnapshot, after: StatsSnapshot) -> ServerBreakdown:
         stage_us[stage] = ns / count / 1000.0 if count else 0.0
     sizes_before = _batch_counts(b)
     batch_sizes = {size: n - sizes_before.get(size, 0) for size, n in _batch_counts(a).items()}
+    # Unchanged series are left out, except histogram buckets: a bucket's bounds need its neighbours.
     metrics_delta = {k: round(v - before.metrics.get(k, 0.0), 3) for k, v in after.metrics.items()
-                     if v != before.metrics.get(k, 0.0)}
+                     if v != before.metrics.get(k, 0.0) or "_bucket{" in k}
     return ServerBreakdown(
         requests=requests,
         executions=int(a.get("execution_count", 0)) - int(b.get("execution_count", 0)),

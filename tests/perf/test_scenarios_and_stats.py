@@ -80,7 +80,7 @@ def test_prometheus_parsing_keeps_the_model_series() -> None:
             'nv_inference_request_failure{model="a",reason="BACKEND",version="1"} 2\n'
             "nv_cpu_utilization 0.5\n")
     assert parse_prometheus(text, "a") == {"nv_inference_count": 7.0,
-                                           "nv_inference_request_failure[BACKEND]": 2.0,
+                                           "nv_inference_request_failure{reason=BACKEND}": 2.0,
                                            "nv_cpu_utilization": 0.5}
 
 
