@@ -3,6 +3,12 @@
 Uses a server that is already running (``--http-url``/``--grpc-url``, or
 ``make serve``'s default ports) or starts one itself over the model
 repository with ``ds_triton.server_process.tritonserver.running_server``.
+A server it starts writes its step timeline (``DS_TRITON_PROFILE_DIR``) into
+the results folder.
+
+Order: each model's core suite (ceiling, load sweeps, perf_analyzer,
+genai-perf), then that model's scenario kinds (:mod:`ds_triton_perf.kinds`),
+then the joint kinds (the memory soak) across every model.
 """
 
 from __future__ import annotations
@@ -24,12 +30,16 @@ from pathlib import Path
 from ds_triton.server_process.tritonserver import Ports, ServerOptions, running_server
 from ds_triton_perf.analysis import compare
 from ds_triton_perf.embedding_bench import EmbeddingBench
+from ds_triton_perf.engine_metrics import engine_run
 from ds_triton_perf.generation_bench import GenerationBench
+from ds_triton_perf.kinds import KindContext, registry
+from ds_triton_perf.memory import listening_pid
 from ds_triton_perf.report import summary_markdown, write_html
 from ds_triton_perf.results import BenchResults, write_raw
 from ds_triton_perf.scenarios import SCENARIO_DIR, ModelScenarios, default_scenarios
 from ds_triton_perf.steps import StepLog
 from ds_triton_perf.systems import SYSTEMS, ServerUrls
+from ds_triton_perf.timeline import PROFILE_ENV, read_steps, step_stats, window
 
 
 @dataclass
@@ -46,6 +56,8 @@ class BenchOptions:
         only: Run only scenarios with these names (empty: all).
         models: Run only these models (empty: all with a scenario file).
         progress: Show progress bars.
+        start_server: Always start a server (never use one found on the default ports).
+        profile_dir: Where a server started elsewhere writes its step timeline.
     """
 
     quick: bool = False
@@ -57,6 +69,8 @@ class BenchOptions:
     only: Sequence[str] = ()
     models: Sequence[str] = ()
     progress: bool = True
+    start_server: bool = False
+    profile_dir: Path | None = None
     command: str = field(default_factory=lambda: shlex.join(["ds-triton-perf", *sys.argv[1:]]))
 
 
@@ -68,13 +82,19 @@ def run_bench(options: BenchOptions) -> Path:
     suites = [_filtered(s, options) for s in default_scenarios(options.scenario_dir)
               if not options.models or s.model in options.models]
     results = BenchResults(meta=_meta(options))
-    with _server(options, out_dir, [s.model for s in suites], log) as server:
+    with _server(options, out_dir, [s.model for s in suites], log) as (server, pid, profile_dir):
         results.meta["server"] = f"http {server.http}, grpc {server.grpc}"
+        if profile_dir is not None:
+            results.meta["profile_dir"] = str(profile_dir)
+        context = KindContext(results, server, options.model_repository, out_dir, log, quick=options.quick,
+                              progress=options.progress, server_pid=pid, profile_dir=profile_dir)
+        ready = []
         for suite in suites:
             if not _model_ready(server, suite.model):
                 results.notes.append(f"{suite.model}: not READY on the server; its scenarios were skipped")
                 log.step(f"{suite.model}: not ready on the server, skipped")
                 continue
+            ready.append(suite)
             if suite.task == "embedding":
                 EmbeddingBench(suite, options.model_repository / suite.model, server, results, out_dir,
                                log, quick=options.quick, systems=tuple(options.systems),
@@ -82,6 +102,9 @@ def run_bench(options: BenchOptions) -> Path:
             else:
                 GenerationBench(suite, options.model_repository / suite.model, server, results, out_dir,
                                 log, quick=options.quick, progress=options.progress).run()
+            _run_kinds(context, suite)
+        _run_joint_kinds(context, ready)
+    _attach_server_side(results, profile_dir)
     compare(results)
     results.meta["elapsed_s"] = round(log.elapsed_s, 1)
     results.meta["load_average_end"] = _load_average()
@@ -94,25 +117,78 @@ def run_bench(options: BenchOptions) -> Path:
     return out_dir
 
 
+def _run_kinds(context: KindContext, suite: ModelScenarios) -> None:
+    kinds = registry()
+    for key, configs in suite.extra.items():
+        if not kinds[key].joint:
+            for config in configs:
+                kinds[key].run(context, suite, config)
+
+
+def _run_joint_kinds(context: KindContext, suites: Sequence[ModelScenarios]) -> None:
+    for key, kind in registry().items():
+        blocks = [(suite, config) for suite in suites for config in suite.extra.get(key, [])]
+        if kind.joint and blocks:
+            kind.run(context, blocks)
+
+
+def _attach_server_side(results: BenchResults, profile_dir: Path | None) -> None:
+    """Each Triton run's engine metrics (from its metrics diff) and its slice of the step timeline."""
+    steps = {}
+    for run in results.load_runs:
+        if run.server is not None:
+            run.engine = engine_run(run.server.metrics_delta)
+        if profile_dir is None or run.system != "triton":
+            continue
+        if run.model not in steps:
+            steps[run.model] = read_steps(profile_dir, run.model)
+        run.steps = step_stats(window(steps[run.model], *run.result.window_unix))
+
+
 @contextlib.contextmanager
 def _server(options: BenchOptions, out_dir: Path, models: Sequence[str],
-            log: StepLog) -> Iterator[ServerUrls]:
+            log: StepLog) -> Iterator[tuple[ServerUrls, int | None, Path | None]]:
+    """The server to measure, its local pid (memory sampling) and where it writes its step timeline."""
     if options.server is not None:
-        yield options.server
+        yield options.server, _local_pid(options.server.http), options.profile_dir
         return
     default = ServerUrls("127.0.0.1:8000", "127.0.0.1:8001", "http://127.0.0.1:8002/metrics")
-    if _ready(default.http):
+    if not options.start_server and _ready(default.http):
         log.step("using the server already running on 127.0.0.1:8000 (`make serve`)")
-        yield default
+        yield default, _local_pid(default.http), options.profile_dir
         return
     ports = Ports.free()
     log.step(f"starting tritonserver on {options.model_repository} (ports {ports.http}/{ports.grpc})")
     server_options = ServerOptions(model_repository=options.model_repository, ports=ports,
                                    run_dir=out_dir / "server", model_control="none")
     present = [m for m in models if (options.model_repository / m / "config.pbtxt").is_file()]
-    with running_server(server_options, log_path=out_dir / "server.log", models=present) as server:
+    profile_dir = (out_dir / "profile").resolve()
+    profile_dir.mkdir(parents=True, exist_ok=True)
+    with _environment(PROFILE_ENV, str(profile_dir)), \
+            running_server(server_options, log_path=out_dir / "server.log", models=present) as server:
         log.detail("server ready")
-        yield ServerUrls(server.http_url, server.grpc_url, server.metrics_url)
+        yield ServerUrls(server.http_url, server.grpc_url, server.metrics_url), server.pid, profile_dir
+
+
+@contextlib.contextmanager
+def _environment(name: str, value: str) -> Iterator[None]:
+    """``name=value`` in this process's environment (the server inherits it) for the block."""
+    previous = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = previous
+
+
+def _local_pid(http_url: str) -> int | None:
+    host, _, port = http_url.rpartition(":")
+    if host not in ("127.0.0.1", "localhost", "0.0.0.0", "") or not port.isdigit():
+        return None
+    return listening_pid(int(port))
 
 
 def _filtered(suite: ModelScenarios, options: BenchOptions) -> ModelScenarios:
@@ -123,6 +199,8 @@ def _filtered(suite: ModelScenarios, options: BenchOptions) -> ModelScenarios:
         perf_analyzer=[s for s in suite.perf_analyzer if s.name in options.only],
         loadgen=[s for s in suite.loadgen if s.name in options.only],
         ceiling=suite.ceiling if "ceiling" in options.only else None,
+        genai_perf=[s for s in suite.genai_perf if s.name in options.only],
+        extra={key: [c for c in configs if c.name in options.only] for key, configs in suite.extra.items()},
     )
 
 

@@ -22,10 +22,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help="running server's HTTP host:port (default: probe :8000, else start one)")
     bench.add_argument("--grpc-url", help="running server's gRPC host:port")
     bench.add_argument("--metrics-url", help="running server's metrics URL (http://host:port/metrics)")
+    bench.add_argument("--start-server", action="store_true",
+                       help="always start a server on free ports (never use one on :8000)")
+    bench.add_argument("--profile-dir", type=Path,
+                       help="where a server you run writes its step timeline (its DS_TRITON_PROFILE_DIR)")
     bench.add_argument("--systems", nargs="+", choices=SYSTEMS, default=list(SYSTEMS),
                        help="systems the load generator drives")
     bench.add_argument("--only", nargs="+", default=[], metavar="SCENARIO",
-                       help="run only these scenario names ('ceiling' for the in-process ceiling)")
+                       help="run only these scenario names ('ceiling' for the in-process ceiling; "
+                            "kinds by name, e.g. overload, long_prompt, soak)")
     bench.add_argument("--model", nargs="+", default=[], dest="models", help="only these models")
     bench.add_argument("--no-progress", action="store_true", help="no progress bars")
     bench.set_defaults(func=_bench)
@@ -44,6 +49,7 @@ def _bench(args: argparse.Namespace) -> int:
         quick=args.quick, out_root=args.out, scenario_dir=args.scenarios,
         model_repository=args.model_repository, server=server, systems=args.systems,
         only=args.only, models=args.models, progress=not args.no_progress,
+        start_server=args.start_server, profile_dir=args.profile_dir,
     ))
     return 0
 

@@ -23,7 +23,8 @@ from ds_triton_perf.server_side import StatsProbe
 from ds_triton_perf.steps import StepLog
 from ds_triton_perf.systems import ServerUrls
 from ds_triton_perf.targets.generation import open_generation_target
-from ds_triton_perf.texts import text_mix
+
+METRICS_SETTLE_S = 1.2
 
 
 @dataclass
@@ -40,12 +41,10 @@ class GenerationBench:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        self._probe = StatsProbe(self.results.notes)
+        # The engine publishes its metrics in the background: wait a beat before the "after" snapshot.
+        self._probe = StatsProbe(self.results.notes, settle_s=METRICS_SETTLE_S)
         self._stream_protocol: Literal["http", "grpc"] = "http"
-        load = self.scenarios.generation
-        count = load.quick_requests if self.quick else load.requests
-        prompts = text_mix(self.scenarios.text_weights(load.prompts), count=count, seed=1)
-        self.requests = [(p, load.max_tokens[i % len(load.max_tokens)]) for i, p in enumerate(prompts)]
+        self.requests = self.scenarios.generation_requests(self.quick)
 
     def run(self) -> None:
         self.run_static_batches()

@@ -9,17 +9,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ds_triton_perf.engine_metrics import EngineRun
 from ds_triton_perf.genai_perf import GenaiPerfResult
 from ds_triton_perf.loadgen import LoadResult
 from ds_triton_perf.peers.ceiling import CeilingPoint
 from ds_triton_perf.peers.static_batches import StaticBatchResult
 from ds_triton_perf.perf_analyzer import PaResult
+from ds_triton_perf.timeline import StepStats
 from ds_triton_perf.triton_stats import ServerBreakdown
 
 
 @dataclass
 class LoadRun:
-    """A load-generator run against one system, with the server's side when it is Triton."""
+    """A load-generator run against one system, with the server's side when it is Triton.
+
+    Attributes:
+        server: Triton's statistics and the model's metrics, diffed over the run.
+        engine: A generation model's engine metrics over the run (from ``server``).
+        steps: The server's step timeline inside the run's window, when it writes one.
+    """
 
     model: str
     scenario: str
@@ -27,6 +35,8 @@ class LoadRun:
     texts: str
     result: LoadResult
     server: ServerBreakdown | None = None
+    engine: EngineRun | None = None
+    steps: StepStats | None = None
 
     def to_row(self) -> dict[str, Any]:
         row = {"model": self.model, "scenario": self.scenario, "system": self.system,
@@ -34,6 +44,14 @@ class LoadRun:
         if self.server:
             row["achieved_batch_size"] = round(self.server.achieved_batch_size, 3)
             row.update({f"server_{k}_us": round(v, 1) for k, v in self.server.stage_us.items()})
+        if self.engine:
+            row.update({"engine_occupancy_mean": self.engine.to_dict()["occupancy_mean"],
+                        "engine_ttft_ms": self.engine.to_dict()["ttft_ms"],
+                        "engine_tokens_per_step": self.engine.to_dict()["tokens_per_step"]})
+        if self.steps:
+            row.update({"decode_step_ms": self.steps.to_dict()["decode_step_ms"],
+                        "decode_gap_share": self.steps.to_dict()["decode_gap_share"],
+                        "prefill_ms": self.steps.to_dict()["prefill_ms"]})
         return row
 
 
@@ -67,6 +85,7 @@ class BenchResults:
     comparisons: list[dict[str, Any]] = field(default_factory=list)
     targets: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    extra: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     def best_rps(self, model: str, system: str, texts: str) -> float | None:
         """Highest closed-loop requests/s measured so far for ``system`` on ``texts``."""
@@ -83,11 +102,14 @@ class BenchResults:
                               for p in self.perf_analyzer],
             "load_runs": [{"model": r.model, "scenario": r.scenario, "system": r.system,
                            "texts": r.texts, "result": r.result.to_dict(),
-                           "server": r.server.to_dict() if r.server else None} for r in self.load_runs],
+                           "server": r.server.to_dict() if r.server else None,
+                           "engine": r.engine.to_dict() if r.engine else None,
+                           "steps": r.steps.to_dict() if r.steps else None} for r in self.load_runs],
             "genai_perf": [g.to_row() for g in self.genai_perf],
             "comparisons": self.comparisons,
             "targets": self.targets,
             "notes": self.notes,
+            "extra": self.extra,
         }
 
 
@@ -107,6 +129,10 @@ def write_raw(results: BenchResults, out_dir: Path) -> list[Path]:
                          "level": r.result.spec.level, **vars(s)}
                         for r in results.load_runs for s in r.result.samples],
     }
+    # Scenario kinds: one CSV each, with the scalar columns (series stay in results.json).
+    for key, kind_rows in results.extra.items():
+        tables[f"{key}.csv"] = [{k: v for k, v in row.items() if not isinstance(v, list | dict)}
+                                for row in kind_rows]
     for name, rows in tables.items():
         if rows:
             written.append(write_csv(rows, out_dir / name))

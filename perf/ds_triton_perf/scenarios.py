@@ -7,6 +7,9 @@ named, so a typo never silently drops a sweep.
 
 Open-loop rates may be absolute (``20``) or a share of the best closed-loop
 throughput measured earlier in the same run for the same system (``"50%"``).
+
+Any other top-level key must be the key of a scenario kind
+(:mod:`ds_triton_perf.kinds`); its block is parsed into that kind's config.
 """
 
 from __future__ import annotations
@@ -111,12 +114,22 @@ class ModelScenarios:
     ceiling: CeilingScenario | None = None
     generation: GenerationLoad = field(default_factory=GenerationLoad)
     genai_perf: list[GenaiPerfScenario] = field(default_factory=list)
+    extra: dict[str, list[Any]] = field(default_factory=dict)
     source: Path | None = None
 
     def text_weights(self, name: str) -> dict[str, float]:
         if name not in self.texts:
             raise ScenarioError(f"{self.source}: text mix {name!r} is not defined under 'texts'")
         return self.texts[name]
+
+    def generation_requests(self, quick: bool) -> list[tuple[str, int]]:
+        """``(prompt, max_tokens)`` pairs: prompt ``i`` of the mix with ``max_tokens[i % k]``."""
+        from ds_triton_perf.texts import text_mix
+
+        load = self.generation
+        count = load.quick_requests if quick else load.requests
+        prompts = text_mix(self.text_weights(load.prompts), count=count, seed=1)
+        return [(p, load.max_tokens[i % len(load.max_tokens)]) for i, p in enumerate(prompts)]
 
 
 def load_scenarios(path: Path) -> ModelScenarios:
@@ -125,7 +138,11 @@ def load_scenarios(path: Path) -> ModelScenarios:
     if not isinstance(raw, dict):
         raise ScenarioError(f"{path}: expected a mapping at the top level")
     where = str(path)
-    _reject_unknown(raw, ModelScenarios, where, skip={"source"})
+    from ds_triton_perf.kinds import registry
+
+    kinds = registry()
+    _reject_unknown({k: v for k, v in raw.items() if k not in kinds}, ModelScenarios, where,
+                    skip={"source", "extra"}, also=sorted(kinds))
     try:
         scenarios = ModelScenarios(
             model=raw["model"],
@@ -139,11 +156,19 @@ def load_scenarios(path: Path) -> ModelScenarios:
             generation=_build(GenerationLoad, raw.get("generation", {}), f"{where}:generation"),
             genai_perf=[_build(GenaiPerfScenario, item, f"{where}:genai_perf")
                         for item in raw.get("genai_perf", [])],
+            extra={key: [_build(kinds[key].config, item, f"{where}:{key}") for item in _items(raw[key])]
+                   for key in kinds if raw.get(key)},
             source=path,
         )
     except KeyError as exc:
         raise ScenarioError(f"{where}: missing key {exc.args[0]!r}") from None
+    for key in scenarios.extra:
+        if scenarios.task not in kinds[key].tasks:
+            raise ScenarioError(f"{where}: {key!r} applies to {kinds[key].tasks} models, "
+                                f"not {scenarios.task!r}")
     names = [s.texts for s in scenarios.perf_analyzer] + [s.texts for s in scenarios.loadgen]
+    names += [item.texts for items in scenarios.extra.values() for item in items
+              if isinstance(getattr(item, "texts", None), str) and item.texts]
     if scenarios.task == "generation":
         names.append(scenarios.generation.prompts)
     for name in names:
@@ -177,8 +202,13 @@ def _build(cls: Any, raw: Any, where: str) -> Any:
         raise ScenarioError(f"{where}: {exc}") from None
 
 
-def _reject_unknown(raw: dict[str, Any], cls: Any, where: str, skip: set[str] | None = None) -> None:
+def _items(block: Any) -> list[Any]:
+    return block if isinstance(block, list) else [block]
+
+
+def _reject_unknown(raw: dict[str, Any], cls: Any, where: str, skip: set[str] | None = None,
+                    also: list[str] | None = None) -> None:
     known = {f.name for f in fields(cls)} - (skip or set())
     unknown = sorted(set(raw) - known)
     if unknown:
-        raise ScenarioError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(known)}")
+        raise ScenarioError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(known) + (also or [])}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import urllib.error
 
 from ds_triton_perf.systems import ServerUrls
@@ -9,10 +10,15 @@ from ds_triton_perf.triton_stats import ServerBreakdown, StatsSnapshot, diff, sn
 
 
 class StatsProbe:
-    """Takes before/after snapshots; a server that refuses (PyTriton: 403) is noted once."""
+    """Takes before/after snapshots; a server that refuses (PyTriton: 403) is noted once.
 
-    def __init__(self, notes: list[str]) -> None:
+    ``settle_s`` waits before the "after" snapshot, for servers that publish metrics
+    from a background thread at an interval.
+    """
+
+    def __init__(self, notes: list[str], settle_s: float = 0.0) -> None:
         self._notes = notes
+        self._settle_s = settle_s
 
     def before(self, urls: ServerUrls | None, model: str) -> StatsSnapshot | None:
         if urls is None:
@@ -29,5 +35,6 @@ class StatsProbe:
               model: str) -> ServerBreakdown | None:
         if before is None:
             return None
+        time.sleep(self._settle_s)
         now = self.before(urls, model)
         return diff(before, now) if now is not None else None

@@ -13,8 +13,10 @@ import random
 from collections.abc import Mapping
 from pathlib import Path
 
-# Word counts per length class (inclusive ranges); "long" stays under a 256-token limit.
-LENGTHS: dict[str, tuple[int, int]] = {"short": (4, 12), "medium": (30, 60), "long": (120, 180)}
+# Word counts per length class (inclusive ranges); "long" stays under a 256-token limit and
+# "max" goes past it (the embedding model truncates; the soak sends inputs up to the limits).
+LENGTHS: dict[str, tuple[int, int]] = {"short": (4, 12), "medium": (30, 60), "long": (120, 180),
+                                       "max": (260, 320)}
 
 _VOCABULARY = (
     "the a of to and in is for on with as by at from that this it be are was model server "
@@ -42,6 +44,12 @@ def make_text(rng: random.Random, length: str) -> str:
         sentences.append(sentence[0].upper() + sentence[1:] + ".")
         start = end
     return " ".join(sentences)
+
+
+def random_words(count: int, seed: int = 0) -> list[str]:
+    """``count`` words of the fixed vocabulary (for prompts of a chosen token length)."""
+    rng = random.Random(seed)
+    return [rng.choice(_WORDS) for _ in range(count)]
 
 
 def text_mix(weights: Mapping[str, float], count: int = 256, seed: int = 0) -> list[str]:

@@ -1,4 +1,9 @@
-"""``report.html``: one self-contained page (plots embedded as base64 PNG)."""
+"""``report.html``: one self-contained page (plots embedded as base64 PNG), built from a Report.
+
+Layout: the verdicts first, each linking to the figure that explains it;
+then one part per model where every section puts its tables and their
+figures side by side. No markdown is involved: text is escaped HTML.
+"""
 
 from __future__ import annotations
 
@@ -6,67 +11,110 @@ import base64
 import html
 from pathlib import Path
 
-from ds_triton_perf.report.plots import FIGURES
-from ds_triton_perf.report.summary import summary_markdown
+from ds_triton_perf.report.build import build_report, cell
+from ds_triton_perf.report.document import Figure, Report, Section, Table, anchor
 from ds_triton_perf.results import BenchResults
 
 _STYLE = """
-body { font-family: system-ui, sans-serif; max-width: 1200px; margin: 2em auto; color: #222; }
-table { border-collapse: collapse; font-size: 12px; margin: 1em 0; }
-th, td { border: 1px solid #ccc; padding: 3px 6px; text-align: right; }
+body { font-family: system-ui, sans-serif; max-width: 1400px; margin: 1.5em auto; padding: 0 1em;
+       color: #222; }
+table { border-collapse: collapse; font-size: 12px; margin: 0.5em 0; }
+th, td { border: 1px solid #ccc; padding: 3px 6px; text-align: right; vertical-align: top; }
 th { background: #f0f0f0; } td:first-child, th:first-child { text-align: left; }
-img { max-width: 100%; border: 1px solid #eee; margin: 0.5em 0; }
-.help { color: #555; font-size: 13px; }
-"""
-
-_HOW_TO_READ = """
-<p class="help"><b>How to read this.</b> Throughput is measured in closed loop (N requests always in
-flight); latency under load in open loop (Poisson arrivals at a fixed rate, latency counted from each
-request's <i>intended</i> send time, so a stalled server cannot hide its backlog). Ratios are this
-project ÷ the other system. <i>Queue vs compute</i> comes from Triton's own statistics: a large queue
-share at high load means the model instance is saturated (add instances or faster compute); a large
-queue share at low load means the dynamic batcher's delay is too long. <i>Achieved batch size</i> is
-inferences ÷ executions: close to 1 means requests are not being batched.</p>
+.verdicts td:nth-child(1), .verdicts td:nth-child(5), .verdicts td:nth-child(6) { text-align: left; }
+.met { color: #1a7f37; font-weight: 600; } .missed { color: #c62828; font-weight: 600; }
+.not-measured { color: #777; }
+section.block { display: flex; flex-wrap: wrap; gap: 1.5em; align-items: flex-start;
+                border-top: 1px solid #eee; padding-top: 0.5em; }
+section.block > .tables { flex: 1 1 480px; min-width: 0; overflow-x: auto; }
+section.block > .figures { flex: 1 1 560px; }
+figure { margin: 0 0 1em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
+figcaption { font-size: 13px; color: #444; } .caption-title { font-weight: 600; }
+.help { color: #555; font-size: 13px; } nav a { margin-right: 1em; }
 """
 
 
 def write_html(results: BenchResults, path: Path) -> Path:
     """Write the report with every figure that has data."""
-    sections = [f"<style>{_STYLE}</style>", _HOW_TO_READ, _markdown_to_html(summary_markdown(results))]
-    models = sorted({r.model for r in results.load_runs} | {m for m, _ in results.ceiling}
-                    | {p.model for p in results.perf_analyzer})
-    for model in models:
-        sections.append(f"<h2>Plots: {html.escape(model)}</h2>")
-        for title, figure in FIGURES.items():
-            png = figure(results, model)
-            if png is None:
-                continue
-            encoded = base64.b64encode(png).decode()
-            sections.append(f"<h3>{html.escape(title)}</h3><img alt='{html.escape(title)}' "
-                            f"src='data:image/png;base64,{encoded}'>")
-    path.write_text("<!doctype html><html><head><meta charset='utf-8'><title>ds-triton benchmark"
-                    "</title></head><body>" + "\n".join(sections) + "</body></html>")
+    path.write_text(render_html(build_report(results)))
     return path
 
 
-def _markdown_to_html(markdown: str) -> str:
-    """Just enough markdown for the summary: headings, tables, bullets, paragraphs."""
-    out: list[str] = []
-    for block in markdown.split("\n\n"):
-        lines = block.strip().splitlines()
-        if not lines:
-            continue
-        if lines[0].startswith("#"):
-            level = len(lines[0]) - len(lines[0].lstrip("#"))
-            out.append(f"<h{level}>{html.escape(lines[0].lstrip('# '))}</h{level}>")
-        elif lines[0].startswith("|"):
-            rows = [[c.strip() for c in line.strip("|").split(" | ")] for line in lines if "---|" not in line]
-            head = "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
-            body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
-                           for row in rows[1:])
-            out.append(f"<table><tr>{head}</tr>{body}</table>")
-        elif lines[0].startswith("- "):
-            out.append("<ul>" + "".join(f"<li>{html.escape(line[2:])}</li>" for line in lines) + "</ul>")
+def render_html(report: Report) -> str:
+    drawn = {f.id: png for f, png in _draw_all(report)}
+    body = [f"<h1>{_e(report.title)}</h1>", "".join(f"<p>{_e(line)}</p>" for line in report.header)]
+    body.append(_verdicts(report, drawn))
+    body.append("<nav>" + "".join(f"<a href='#{g.id}'>{_e(g.title)}</a>" for g in report.groups)
+                + "<a href='#notes'>Notes</a></nav>")
+    body.append("<div class='help'>" + "".join(f"<p>{_e(p)}</p>" for p in report.how_to_read) + "</div>")
+    for group in report.groups:
+        body.append(f"<h2 id='{group.id}'>{_e(group.title)}</h2>")
+        body += [_section(section, drawn) for section in group.sections]
+    body.append("<h2 id='notes'>Notes</h2>" + ("<ul>" + "".join(f"<li>{_e(n)}</li>" for n in report.notes)
+                                               + "</ul>" if report.notes else "<p>None.</p>"))
+    return ("<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+            f"<title>{_e(report.title)}</title><style>{_STYLE}</style></head><body>"
+            + "\n".join(body) + "</body></html>")
+
+
+def _draw_all(report: Report) -> list[tuple[Figure, bytes]]:
+    out = []
+    for group in report.groups:
+        for section in group.sections:
+            for figure in section.figures:
+                png = figure.draw()
+                if png:
+                    out.append((figure, png))
+    return out
+
+
+def _verdicts(report: Report, drawn: dict[str, bytes]) -> str:
+    if not report.verdicts:
+        return ""
+    titles = report.figure_titles()
+    rows = []
+    for target in report.verdicts:
+        figure = anchor(target.get("model", ""), target["figure"]) if target.get("figure") else ""
+        if figure in drawn:
+            link = f"<a href='#{figure}'>{_e(titles[figure])}</a>"
+        elif target.get("model") and anchor(target["model"]) in {g.id for g in report.groups}:
+            link = f"<a href='#{anchor(target['model'])}'>{_e(target['model'])} (no plot: no data)</a>"
         else:
-            out.append(f"<p>{html.escape(' '.join(lines))}</p>")
-    return "\n".join(out)
+            link = "–"
+        verdict = target["verdict"]
+        rows.append(f"<tr><td>{_e(target['target'])}</td><td>{_e(target['bar'])}</td>"
+                    f"<td>{_e(cell(target['measured']))}</td>"
+                    f"<td class='{verdict.replace(' ', '-')}'>{_e(verdict)}</td>"
+                    f"<td>{_e(target['detail'])}</td><td>{link}</td></tr>")
+    met = sum(t["verdict"] == "met" for t in report.verdicts)
+    return (f"<section id='verdicts'><h2>Verdicts</h2><p>{met} of {len(report.verdicts)} targets met "
+            "(benchmark outputs, not tests). Each row links to the plot that explains it.</p>"
+            "<table class='verdicts'><tr><th>target</th><th>bar</th><th>measured</th><th>verdict</th>"
+            "<th>detail</th><th>explained by</th></tr>" + "".join(rows) + "</table></section>")
+
+
+def _section(section: Section, drawn: dict[str, bytes]) -> str:
+    tables = "".join(_table(t) for t in section.tables)
+    figures = "".join(_figure(f, drawn[f.id]) for f in section.figures if f.id in drawn)
+    text = f"<p class='help'>{_e(section.text)}</p>" if section.text else ""
+    return (f"<h3 id='{section.id}'>{_e(section.title)}</h3><section class='block'>"
+            f"<div class='tables'>{text}{tables}</div>"
+            + (f"<div class='figures'>{figures}</div>" if figures else "") + "</section>")
+
+
+def _table(table: Table) -> str:
+    title = f"<p class='help'>{_e(table.title)}</p>" if table.title else ""
+    head = "".join(f"<th>{_e(h)}</th>" for h in table.headers)
+    body = "".join("<tr>" + "".join(f"<td>{_e(cell(v))}</td>" for v in row) + "</tr>" for row in table.rows)
+    return f"{title}<table><tr>{head}</tr>{body}</table>"
+
+
+def _figure(figure: Figure, png: bytes) -> str:
+    encoded = base64.b64encode(png).decode()
+    return (f"<figure id='{figure.id}'><img alt='{_e(figure.title)}' src='data:image/png;base64,{encoded}'>"
+            f"<figcaption><span class='caption-title'>{_e(figure.title)}.</span> {_e(figure.caption)}"
+            "</figcaption></figure>")
+
+
+def _e(text: object) -> str:
+    return html.escape(str(text), quote=True)
