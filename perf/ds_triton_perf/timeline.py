@@ -1,12 +1,13 @@
 """The server's step timeline, read back for the report.
 
 With ``DS_TRITON_PROFILE_DIR`` set (the bench sets it for a server it starts),
-every model instance appends one JSON line per forward pass to
+every model instance appends one JSON line per step to
 ``<dir>/<model>.<instance>.steps.jsonl`` (``ds_triton.profiling``). Keys:
-``t`` (unix seconds, when the forward started), ``phase``
-(``prefill``/``decode``/``mixed``/``embed``), ``rows``, ``tokens``,
-``forward_ms``, ``gap_ms`` (idle time since the previous forward of that
-instance ended) and ``queue_depth``.
+``t`` (unix seconds, when the step's forward passes ended), ``phase``
+(``prefill``/``decode``/``mixed``/``embed``), ``rows``, ``tokens`` (processed,
+padding included), ``forward_ms``, ``gap_ms`` (time since the previous step's
+forwards ended not spent in a forward: scheduling, sampling, sending, idling)
+and ``queue_depth``.
 
 The bench cuts the timeline into the windows of its runs, which gives the
 per-run step statistics (time per decode step, tokens per step, the share of
@@ -40,6 +41,11 @@ class Step:
     gap_ms: float
     queue_depth: int
     instance: str = ""
+
+    @property
+    def start(self) -> float:
+        """When the step's forward passes started (``t`` is when they ended)."""
+        return self.t - self.forward_ms / 1000.0
 
 
 @dataclass(frozen=True)
@@ -79,7 +85,7 @@ def read_steps(profile_dir: Path, model: str) -> list[Step]:
 
 
 def window(steps: Sequence[Step], start: float, end: float) -> list[Step]:
-    """Steps that started in ``[start, end)``."""
+    """Steps that ended in ``[start, end)``."""
     return [s for s in steps if start <= s.t < end]
 
 

@@ -74,7 +74,7 @@ def test_step_timeline_follows_the_contract_and_is_cut_into_run_windows() -> Non
     assert chunked is not None and chunked.steps_by_phase["mixed"] == 4 and chunked.prefill_ms > 7
     # The idle second before the 4-stream run is not "time between decode forwards".
     later = step_stats(window(steps, T0 + 2.0, T0 + 3.5))
-    assert later is not None and later.decode_gap_ms == pytest.approx(0.07)
+    assert later is not None and later.decode_gap_ms == pytest.approx(0.07, abs=1e-3)
     assert step_stats(window(steps, T0 + 10, T0 + 11)) is None
     assert read_steps(PROFILE_DIR, "no_such_model") == []
 

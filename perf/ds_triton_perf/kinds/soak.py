@@ -67,6 +67,7 @@ class _Counts:
     bad_refused: int = 0
     bad_accepted: int = 0
     bad_server_error: dict[str, int] = field(default_factory=dict)
+    examples: dict[str, str] = field(default_factory=dict)  # first message of each failure type
     warm_at: float | None = None
 
 
@@ -143,6 +144,7 @@ async def _worker(good: Any, bad: Any, rng: random.Random, bad_share: float, sta
             except Exception as exc:  # counted: a good request must never fail
                 name = type(exc).__name__
                 state.good_failed[name] = state.good_failed.get(name, 0) + 1
+                state.examples.setdefault(name, str(exc)[:300])
         if state.done >= warmup and state.warm_at is None:
             state.warm_at = time.time()
 
@@ -271,9 +273,11 @@ def section(model: str, rows: list[Row], results: BenchResults) -> Section | Non
                                                      row["total_idle_mb"]]] if row["processes"] else []),
                     "Resident memory (RSS)"),
               Table(["model", "warm-up", "measured", "good ok", "good failed", "bad refused (4xx)",
-                     "bad accepted", "bad → server error"],
-                    [[m, row["warmup_requests"][m], row["requests"][m], c["good_ok"], c["good_failed"],
-                      c["bad_refused"], c["bad_accepted"], c["bad_server_error"]]
+                     "bad accepted", "bad → server error", "first failure of each kind"],
+                    [[m, row["warmup_requests"][m], row["requests"][m], c["good_ok"],
+                      _kinds(c["good_failed"]), c["bad_refused"], c["bad_accepted"],
+                      _kinds(c["bad_server_error"]),
+                      "; ".join(f"{k}: {v}" for k, v in c.get("failure_examples", {}).items()) or "–"]
                      for m, c in row["counts"].items()], "Requests")]
     figures = []
     if row["processes"]:
@@ -304,7 +308,12 @@ def draw(row: Row) -> bytes:
 
 def _counts_row(counts: _Counts) -> dict[str, Any]:
     return {"good_ok": counts.good_ok, "good_failed": counts.good_failed, "bad_refused": counts.bad_refused,
-            "bad_accepted": counts.bad_accepted, "bad_server_error": counts.bad_server_error}
+            "bad_accepted": counts.bad_accepted, "bad_server_error": counts.bad_server_error,
+            "failure_examples": counts.examples}
+
+
+def _kinds(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n} {kind}" for kind, n in counts.items()) or "0"
 
 
 def _describe_counts(counts: dict[str, dict[str, Any]]) -> str:

@@ -78,4 +78,4 @@ class Report:
 
 def anchor(*parts: str) -> str:
     """A page anchor from names (``text_embedding``, ``throughput`` → ``text_embedding-throughput``)."""
-    return "-".join(re.sub(r"[^A-Za-z0-9_]+", "_", p).strip("_") for p in parts if p)
+    return "-".join(re.sub(r"[^A-Za-z0-9_-]+", "_", p).strip("_") for p in parts if p)

@@ -336,17 +336,17 @@ def _zoom_windows(results: BenchResults, model: str, steps: list[Step]) -> list[
 
 
 def _draw_steps(axis: plt.Axes, steps: list[Step], title: str) -> None:
-    origin = steps[0].t
+    origin = steps[0].start
     for phase in sorted({s.phase for s in steps}):
         chosen = [s for s in steps if s.phase == phase]
         axis.barh([0] * len(chosen), [s.forward_ms for s in chosen],
-                  left=[1000.0 * (s.t - origin) for s in chosen], height=0.8,
+                  left=[1000.0 * (s.start - origin) for s in chosen], height=0.8,
                   color=PHASE_COLOURS.get(phase, "#8c564b"), label=f"{phase} forward")
     axis.set_yticks([])
     axis.set(title=title, xlabel="time (ms); white space between bars = gap between forwards",
              ylabel="forward passes (bar length: ms)")
     twin = axis.twinx()
-    twin.step([1000.0 * (s.t - origin) for s in steps], [s.rows for s in steps], where="post",
+    twin.step([1000.0 * (s.start - origin) for s in steps], [s.rows for s in steps], where="post",
               color="black", linewidth=0.8, label="rows per step")
     twin.set_ylabel("rows per step (sequences)")
     twin.set_ylim(bottom=0)
