@@ -20,10 +20,11 @@ from ds_triton_perf.outcome import Outcome
 
 # Latencies 10..49 ms, each equally often: the exact percentiles are known.
 INJECTED_MS = list(range(10, 50))
-# Loopback HTTP + event-loop wake-ups; never negative. Generous: with a load average of 15 on two
-# cores (other work on the machine) wake-ups alone cost 10+ ms, and the slowest 1% meets the worst.
-OVERHEAD_MS = 30.0
-TAIL_OVERHEAD_MS = 80.0
+# Loopback HTTP + event-loop wake-ups; never negative. Generous on purpose: with a load average of 15
+# on two cores (other work on the machine) wake-ups alone cost tens of ms, the slowest 1% more. What
+# the test guards is the lower bound (nothing measured below what the server took) and the shape.
+OVERHEAD_MS = 60.0
+TAIL_OVERHEAD_MS = 150.0
 
 
 def exact_percentile(percent: float) -> float:
