@@ -6,9 +6,10 @@ server and its descendants, i.e. one ``triton_python_backend_stub`` per model
 instance), read each one's RSS, open file descriptors and the ``/dev/shm``
 regions it maps, and sample all of that on a background thread.
 
-Everything comes from ``/proc`` (Linux only), so it needs no extra package and
-sees processes that appear or die during a run (a restarted stub shows up as a
-new pid with the same role).
+Everything comes from ``/proc`` (Linux only; the process tree and stub
+arguments through ``ds_triton.server_process.procfs``/``stubs``), so it needs
+no extra package and sees processes that appear or die during a run (a
+restarted stub shows up as a new pid with the same role).
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-PROC = Path("/proc")
-STUB = "triton_python_backend_stub"
+from ds_triton.server_process.procfs import PROC, children_of, read_argv
+from ds_triton.server_process.stubs import parse_stub_argv
+
 MB = 1024 * 1024
 
 
@@ -72,19 +74,13 @@ class MemorySample:
 
 def descendants(root_pid: int) -> list[int]:
     """``root_pid`` and every live process below it (children, grandchildren, ...)."""
-    children: dict[int, list[int]] = {}
-    for entry in PROC.iterdir():
-        if not entry.name.isdigit():
-            continue
-        parent = _parent_pid(int(entry.name))
-        if parent is not None:
-            children.setdefault(parent, []).append(int(entry.name))
+    if not (PROC / str(root_pid)).exists():
+        return []
     found, todo = [], [root_pid]
     while todo:
         pid = todo.pop()
-        if (PROC / str(pid)).exists():
-            found.append(pid)
-            todo.extend(children.get(pid, []))
+        found.append(pid)
+        todo.extend(stat.pid for stat in children_of(pid) if not stat.is_zombie)
     return sorted(found)
 
 
@@ -103,22 +99,12 @@ def sample(root_pid: int) -> MemorySample:
 
 
 def role_of(pid: int) -> str:
-    """``stub <model instance>`` for a Python stub, else the program name.
-
-    A stub's arguments are ``<repo>/<model>/<version>/model.py <shm region> ...
-    <instance name> <runtime>``; the instance name is the argument that starts with
-    the model's name (``text_embedding_0_1``).
-    """
-    argv = (PROC / str(pid) / "cmdline").read_bytes().split(b"\0")
-    args = [a.decode(errors="replace") for a in argv if a]
-    if not args:
+    """``stub <model instance>`` for a Python stub (``text_embedding_0_1``), else the program name."""
+    argv = read_argv(pid)
+    if not argv:
         return f"pid {pid}"
-    program = Path(args[0]).name
-    if program == STUB and len(args) > 1:
-        model = Path(args[1]).parts[-3] if len(Path(args[1]).parts) >= 3 else ""
-        instance = next((a for a in args[2:] if model and a.startswith(f"{model}_")), args[-1])
-        return f"stub {instance}"
-    return program
+    stub = parse_stub_argv(argv)
+    return f"stub {stub[1]}" if stub else Path(argv[0]).name
 
 
 def listening_pid(port: int) -> int | None:
@@ -188,15 +174,6 @@ def peak_by_role(samples: Iterable[MemorySample]) -> dict[str, int]:
         for role, rss in item.rss_by_role().items():
             peak[role] = max(peak.get(role, 0), rss)
     return peak
-
-
-def _parent_pid(pid: int) -> int | None:
-    try:
-        stat = (PROC / str(pid) / "stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    # The command name may hold spaces or parentheses: fields start after the last ')'.
-    return int(stat.rsplit(")", 1)[1].split()[1])
 
 
 def _rss_bytes(pid: int) -> int:

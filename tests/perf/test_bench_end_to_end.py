@@ -24,7 +24,7 @@ ceiling: {batch_sizes: [4], quick_batch_sizes: [4], duration_s: 0.5, quick_durat
           texts: [uniform]}
 loadgen:
   - {name: closed, mode: closed, sweep: [1], quick_sweep: [1, 4], texts: uniform,
-     systems: [triton, pytriton, rest], quick_duration_s: 1, warmup_s: 0.2}
+     systems: [triton, pytriton, rest], quick_duration_s: 2, warmup_s: 0.5}
   - {name: open, mode: open, sweep: ["50%"], texts: uniform, systems: [triton],
      quick_duration_s: 1, warmup_s: 0.2}
 perf_analyzer:

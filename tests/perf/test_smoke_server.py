@@ -131,7 +131,7 @@ def test_locustfile_runs_headless_on_the_client_package(triton_server: TritonSer
     locust = Path(sys.executable).parent / "locust"
     done = subprocess.run(
         [str(locust), "-f", str(repo_root / "perf" / "locustfile.py"), "--host",
-         f"http://{triton_server.http_url}", "--headless", "-u", "2", "-r", "2", "-t", "4s",
+         f"http://{triton_server.http_url}", "--headless", "-u", "2", "-r", "2", "-t", "10s",
          "--only-summary", "--csv", str(tmp_path / "locust"), "EmbeddingUser"],
         capture_output=True, text=True, timeout=120, check=False, cwd=tmp_path,
     )
