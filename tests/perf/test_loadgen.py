@@ -20,11 +20,32 @@ from ds_triton_perf.outcome import Outcome
 
 # Latencies 10..49 ms, each equally often: the exact percentiles are known.
 INJECTED_MS = list(range(10, 50))
-# Loopback HTTP + event-loop wake-ups; never negative. Generous on purpose: with a load average of 15
-# on two cores (other work on the machine) wake-ups alone cost tens of ms, the slowest 1% more. What
-# the test guards is the lower bound (nothing measured below what the server took) and the shape.
-OVERHEAD_MS = 60.0
-TAIL_OVERHEAD_MS = 150.0
+# Loopback HTTP + event-loop wake-ups on a quiet machine; never negative. On a busy machine the
+# event loop itself stalls, so the percentile test adds the stalls it observed (see ``_LoopLag``).
+OVERHEAD_MS = 12.0
+
+
+class _LoopLag:
+    """How late this event loop wakes up (ms) while a test runs: the machine's share of a latency."""
+
+    def __init__(self) -> None:
+        self.worst_ms = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> _LoopLag:
+        self._task = asyncio.create_task(self._watch())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+
+    async def _watch(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            before = loop.time()
+            await asyncio.sleep(0.002)
+            self.worst_ms = max(self.worst_ms, 1000.0 * (loop.time() - before - 0.002))
 
 
 def exact_percentile(percent: float) -> float:
@@ -64,14 +85,17 @@ async def test_open_loop_percentiles_match_injected_distribution(fake_server: st
             return Outcome()
 
         spec = LoadSpec(mode="open", rate=40, distribution="constant", duration_s=4, warmup_s=0.5)
-        result = await run_load(request, spec)
+        async with _LoopLag() as lag:
+            result = await run_load(request, spec)
     assert result.errors == {}
     assert result.completed == pytest.approx(160, abs=2)
-    for percent, margin in ((50, OVERHEAD_MS), (90, OVERHEAD_MS), (99, TAIL_OVERHEAD_MS)):
+    # Never below what the server took; above it by the overhead and whatever stalls the machine caused.
+    margin = OVERHEAD_MS + 2 * lag.worst_ms
+    for percent in (50, 90, 99):
         measured = result.latency_ms[f"p{percent}"]
         expected = exact_percentile(percent)
-        assert expected - 0.5 <= measured <= expected + margin, (percent, measured, expected)
-    assert 49 <= result.latency_ms["max"] <= 49 + 3 * TAIL_OVERHEAD_MS
+        assert expected - 0.5 <= measured <= expected + margin, (percent, measured, expected, lag.worst_ms)
+    assert 49 <= result.latency_ms["max"] <= 49 + 3 * margin
     assert result.throughput_rps == pytest.approx(40, rel=0.1)
 
 
@@ -91,13 +115,14 @@ async def test_open_loop_counts_a_server_stall_from_intended_send_times() -> Non
         gate.set()
 
     staller = asyncio.create_task(stall())
-    result = await run_load(request, LoadSpec(mode="open", rate=100, distribution="constant",
-                                              duration_s=2.0, warmup_s=0.0))
+    async with _LoopLag() as lag:
+        result = await run_load(request, LoadSpec(mode="open", rate=100, distribution="constant",
+                                                  duration_s=2.0, warmup_s=0.0))
     await staller
     # 50 of ~200 requests were intended during the stall, waiting 0..500 ms each.
     assert result.latency_ms["p90"] > 150
     assert result.latency_ms["max"] > 400
-    assert result.latency_ms["p50"] < 20
+    assert result.latency_ms["p50"] < 20 + 2 * lag.worst_ms
 
 
 async def test_closed_loop_throughput_follows_concurrency() -> None:
@@ -163,11 +188,12 @@ async def test_errors_are_counted_by_type_and_streams_give_ttft_and_itl() -> Non
             await asyncio.sleep(0.01)
         return Outcome(items=4, token_times=_to_perf_counter(times, loop.time()))
 
-    result = await run_load(request, LoadSpec(mode="closed", concurrency=2, duration_s=1.0,
-                                              warmup_s=0))
+    async with _LoopLag() as lag:
+        result = await run_load(request, LoadSpec(mode="closed", concurrency=2, duration_s=1.0,
+                                                  warmup_s=0))
     assert set(result.errors) == {"ConnectionResetError", "InvalidArgument"}
     assert result.ttft_ms["p50"] >= 30
-    assert 10 <= result.itl_ms["p50"] <= 10 + OVERHEAD_MS
+    assert 10 <= result.itl_ms["p50"] <= 10 + OVERHEAD_MS + 2 * lag.worst_ms
     assert result.tokens_per_s > 0
 
 
@@ -176,7 +202,7 @@ async def test_request_timeout_is_an_error() -> None:
         await asyncio.sleep(1)
         return Outcome()
 
-    result = await run_load(request, LoadSpec(mode="closed", concurrency=1, duration_s=0.3,
+    result = await run_load(request, LoadSpec(mode="closed", concurrency=1, duration_s=1.0,
                                               warmup_s=0, request_timeout_s=0.1))
     assert result.errors.get("Timeout", 0) >= 2
 
