@@ -96,7 +96,8 @@ async def test_open_loop_percentiles_match_injected_distribution(fake_server: st
         expected = exact_percentile(percent)
         assert expected - 0.5 <= measured <= expected + margin, (percent, measured, expected, lag.worst_ms)
     assert 49 <= result.latency_ms["max"] <= 49 + 3 * margin
-    assert result.throughput_rps == pytest.approx(40, rel=0.1)
+    # Completions are counted when they end: a stall at the window's end pushes some past it.
+    assert result.throughput_rps == pytest.approx(40, abs=4 + 40 * margin / 1000), lag.worst_ms
 
 
 async def test_open_loop_counts_a_server_stall_from_intended_send_times() -> None:
