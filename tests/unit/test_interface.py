@@ -59,7 +59,25 @@ GOOD_AND_BAD: dict[str, tuple[Any, Any]] = {
     "stop": (["\n"], [""]),
     "ignore_eos": (True, 1),
     "min_tokens": (0, -1),
+    "min_p": (0.05, 1.5),
+    "stop_token_ids": ([2, 7], [-1]),
+    "include_stop_str_in_output": (True, "yes"),
+    "repetition_penalty": (1.2, 0),
+    "presence_penalty": (-2, 2.5),
+    "frequency_penalty": (0.5, -3),
+    "logit_bias": ({"17": -100, 3: 2.5}, {"17": 101}),
+    "allowed_token_ids": ([1, 2], []),
+    "bad_words": (["no"], [""]),
+    "logprobs": (5, 21),
+    "prompt_logprobs": (0, -1),
+    "skip_special_tokens": (False, "no"),
+    "spaces_between_special_tokens": (True, None),
+    "n": (1, 0),
+    "best_of": (1, 0),
 }
+
+
+BOOLEAN_KEYS = {k for k, key in SAMPLING_KEYS.items() if key.kind == "bool"}
 
 
 def test_each_key_has_a_good_and_a_bad_example() -> None:
@@ -73,8 +91,8 @@ def test_client_and_server_agree_on_each_key(key: str) -> None:
     sampling_params_from_dict({key: good}, default_max_tokens=16, max_tokens_limit=64)
     with pytest.raises(ClientInvalidInput, match=key):
         sampling_json({key: bad})
-    if key == "ignore_eos":
-        return  # the server also takes 0/1 for booleans, as vLLM-backend clients send them
+    if key in BOOLEAN_KEYS:
+        return  # the server also takes 0/1 and "true"/"false", as vLLM-backend clients send them
     with pytest.raises(ServerInvalidInput, match=f"sampling_parameters.{key}"):
         sampling_params_from_dict({key: bad}, default_max_tokens=16, max_tokens_limit=64)
 
