@@ -83,6 +83,8 @@ def sampling_json(sampling: Mapping[str, Any]) -> str:
         problem = key.problem(value)
         if problem:
             raise InvalidInputError(f"sampling parameter {name!r} {problem}, got {value!r}")
+        if isinstance(value, Mapping):
+            value = {str(k): v for k, v in value.items()}  # JSON keys are strings (logit_bias)
         clean[name] = list(value) if isinstance(value, tuple) else value
     return json.dumps(clean, sort_keys=True)
 

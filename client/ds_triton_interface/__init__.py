@@ -6,18 +6,21 @@ config checker and the client all read them from here. Standard library only, so
 the client installs without torch or DeepSpeed and the Triton stub imports it cheaply.
 """
 
-from ds_triton_interface.sampling import SAMPLING_KEYS, Range, SamplingKey
+from ds_triton_interface.sampling import MAX_LOGPROBS, SAMPLING_KEYS, Range, SamplingKey
 from ds_triton_interface.tensors import (
     CAPACITY_MESSAGES,
+    CUMULATIVE_LOGPROB,
     EMBED_EMBEDDING,
     EMBED_TEXT,
     EMBED_TRUNCATED,
     EXCLUDE_INPUT_IN_OUTPUT,
     FINISH_REASON,
     GENERATION,
+    LOGPROBS,
     NUM_INPUT_TOKENS,
     NUM_OUTPUT_TOKENS,
     OVER_CAPACITY,
+    PROMPT_LOGPROBS,
     SAMPLING_PARAMETERS,
     SHUTTING_DOWN,
     STREAM,
@@ -34,15 +37,19 @@ from ds_triton_interface.tensors import (
 
 __all__ = [
     "CAPACITY_MESSAGES",
+    "CUMULATIVE_LOGPROB",
     "EMBED_EMBEDDING",
     "EMBED_TEXT",
     "EMBED_TRUNCATED",
     "EXCLUDE_INPUT_IN_OUTPUT",
     "FINISH_REASON",
     "GENERATION",
+    "LOGPROBS",
+    "MAX_LOGPROBS",
     "NUM_INPUT_TOKENS",
     "NUM_OUTPUT_TOKENS",
     "OVER_CAPACITY",
+    "PROMPT_LOGPROBS",
     "SAMPLING_KEYS",
     "SAMPLING_PARAMETERS",
     "SHUTTING_DOWN",

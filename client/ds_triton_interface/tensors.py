@@ -26,6 +26,9 @@ TEXT_OUTPUT = "text_output"
 FINISH_REASON = "finish_reason"
 NUM_INPUT_TOKENS = "num_input_tokens"
 NUM_OUTPUT_TOKENS = "num_output_tokens"
+CUMULATIVE_LOGPROB = "cumulative_logprob"
+LOGPROBS = "logprobs"
+PROMPT_LOGPROBS = "prompt_logprobs"
 
 # --- errors a client must tell apart by their words ---------------------------------------
 # Capacity errors carry code UNAVAILABLE, but Triton's HTTP generate endpoints answer
@@ -154,8 +157,14 @@ def embedding_interface(dimension: int) -> TaskInterface:
 GENERATION_OUTPUTS: tuple[TensorSpec, ...] = (
     TensorSpec(TEXT_OUTPUT, "TYPE_STRING", (-1,)),
     TensorSpec(FINISH_REASON, "TYPE_STRING", (-1,), requested_by="return_finish_reason"),
+    # The running sum of the generated tokens' log-probabilities (vLLM's cumulative_logprob).
+    TensorSpec(CUMULATIVE_LOGPROB, "TYPE_FP32", (-1,), requested_by="return_cumulative_logprob"),
+    # JSON per response: its tokens' log-probabilities ("null" without the ``logprobs`` key).
+    TensorSpec(LOGPROBS, "TYPE_STRING", (-1,), requested_by="return_logprobs"),
     TensorSpec(NUM_INPUT_TOKENS, "TYPE_UINT32", (1,), requested_by="return_num_input_tokens"),
     TensorSpec(NUM_OUTPUT_TOKENS, "TYPE_UINT32", (-1,), requested_by="return_num_output_tokens"),
+    # JSON, first response only, when the ``prompt_logprobs`` sampling key is set (no flag).
+    TensorSpec(PROMPT_LOGPROBS, "TYPE_STRING", (-1,)),
 )
 
 GENERATION = TaskInterface(

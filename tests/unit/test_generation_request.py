@@ -57,13 +57,38 @@ def test_request_parameters_carry_stream_and_sampling_for_http_generate() -> Non
     assert request.sampling.stop == ("x",)
 
 
-def test_the_sampling_tensor_wins_over_request_parameters() -> None:
+def test_sampling_keys_sent_both_ways_must_agree() -> None:
+    # The vLLM sample client sends the same values as the tensor and as request parameters.
     request = parse(
-        sampling=json.dumps({"max_tokens": 5}).encode(),
-        parameters=json.dumps({"max_tokens": "9", "temperature": "0.5"}),
+        sampling=json.dumps({"max_tokens": "5", "temperature": 0.5}).encode(),
+        parameters=json.dumps({"max_tokens": 5, "temperature": "0.5", "stream": False}),
     )
-    assert request.sampling.max_tokens == 5
-    assert request.sampling.temperature == 1.0
+    assert (request.sampling.max_tokens, request.sampling.temperature) == (5, 0.5)
+    # Anything else would be dropped silently, since the tensor wins.
+    for parameters in ({"max_tokens": "9"}, {"temperature": "0.5"}, {"top_k": "x"}):
+        with pytest.raises(InvalidInputError, match=f"parameters.{next(iter(parameters))} .*conflicts"):
+            parse(sampling=json.dumps({"max_tokens": 5}).encode(), parameters=json.dumps(parameters))
+
+
+def test_unknown_request_parameters_are_refused_even_beside_the_sampling_tensor() -> None:
+    with pytest.raises(InvalidInputError, match=r"parameters: unknown key\(s\) max_token;"):
+        parse(sampling=b'{"max_tokens": 5}', parameters=json.dumps({"max_token": 9}))
+
+
+def test_logprob_flags_come_as_inputs_or_request_parameters() -> None:
+    request = parse(flags={"return_logprobs": True}, parameters='{"return_cumulative_logprob": "true"}')
+    assert request.return_logprobs and request.return_cumulative_logprob
+    assert not parse().return_logprobs
+
+
+def test_sampling_parameters_are_validated_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    original = SamplingParams.validate
+    monkeypatch.setattr(
+        SamplingParams, "validate", lambda self, limit: calls.append(limit) or original(self, limit)
+    )
+    parse(sampling=b'{"max_tokens": 5}')
+    assert calls == [OPTIONS.max_tokens_limit]
 
 
 def test_tensor_flags_win_over_request_parameters() -> None:
@@ -97,6 +122,23 @@ def test_null_values_mean_default() -> None:
         ({"sampling": b'{"stop": [""]}'}, "sampling_parameters.stop"),
         ({"sampling": b'{"ignore_eos": "maybe"}'}, "sampling_parameters.ignore_eos"),
         ({"sampling": b'{"min_tokens": 99}'}, "sampling_parameters.min_tokens"),
+        ({"sampling": b'{"n": 2}'}, "sampling_parameters.n must be 1, got 2: this server returns one"),
+        ({"sampling": b'{"best_of": 3}'}, "sampling_parameters.best_of must be 1"),
+        ({"sampling": b'{"logprobs": 21}'}, "sampling_parameters.logprobs must be in [0, 20]"),
+        ({"sampling": b'{"prompt_logprobs": -1}'}, "sampling_parameters.prompt_logprobs"),
+        ({"sampling": b'{"min_p": 1.5}'}, "sampling_parameters.min_p must be in [0, 1]"),
+        ({"sampling": b'{"repetition_penalty": 0}'}, "sampling_parameters.repetition_penalty must be > 0"),
+        ({"sampling": b'{"presence_penalty": 3}'}, "sampling_parameters.presence_penalty must be in [-2, 2]"),
+        ({"sampling": b'{"frequency_penalty": "-2.5"}'}, "sampling_parameters.frequency_penalty"),
+        ({"sampling": b'{"logit_bias": {"5": 200}}'}, "sampling_parameters.logit_bias must have values"),
+        ({"sampling": b'{"logit_bias": {"five": 1}}'}, "sampling_parameters.logit_bias key"),
+        ({"sampling": b'{"logit_bias": [1]}'}, "sampling_parameters.logit_bias must be an object"),
+        ({"sampling": b'{"stop_token_ids": [-3]}'}, "sampling_parameters.stop_token_ids must have token ids"),
+        ({"sampling": b'{"stop_token_ids": 3}'}, "sampling_parameters.stop_token_ids must be a list"),
+        ({"sampling": b'{"allowed_token_ids": []}'}, "sampling_parameters.allowed_token_ids must not be"),
+        ({"sampling": b'{"bad_words": [""]}'}, "sampling_parameters.bad_words must not contain empty"),
+        ({"sampling": b'{"skip_special_tokens": "maybe"}'}, "sampling_parameters.skip_special_tokens"),
+        ({"flags": {"return_logprobs": True}, "parameters": '{"logprob": 1}'}, "unknown key(s) logprob"),
         ({"text": b""}, "input 'text_input' must be a non-empty prompt"),
         ({"text": b"   "}, "input 'text_input' must be a non-empty prompt"),
         ({"text": b"\xc3\x28 bad"}, "input 'text_input' is not valid UTF-8"),
@@ -116,6 +158,21 @@ def test_more_than_one_prompt_is_rejected() -> None:
     raw = RawGenerationInputs(text_input=[b"a", b"b"])
     with pytest.raises(InvalidInputError, match="exactly one prompt"):
         GenerationRequest.from_raw(raw, OPTIONS)
+
+
+def test_new_keys_are_coerced_like_the_old_ones() -> None:
+    sampling = {
+        "logprobs": "3", "prompt_logprobs": 0, "min_p": "0.1", "repetition_penalty": "1.2",
+        "stop_token_ids": ["7", 9], "logit_bias": {"12": "-5", "3": 1}, "allowed_token_ids": [1, 2],
+        "bad_words": "ugly", "include_stop_str_in_output": "true", "skip_special_tokens": False,
+        "spaces_between_special_tokens": "0", "n": "1", "best_of": 1,
+    }  # fmt: skip
+    params = parse(sampling=json.dumps(sampling).encode()).sampling
+    assert (params.logprobs, params.prompt_logprobs, params.min_p) == (3, 0, 0.1)
+    assert params.stop_token_ids == (7, 9) and params.allowed_token_ids == (1, 2)
+    assert params.logit_bias == {12: -5.0, 3: 1.0} and params.bad_words == ("ugly",)
+    assert params.include_stop_str_in_output and not params.skip_special_tokens
+    assert not params.spaces_between_special_tokens and params.repetition_penalty == 1.2
 
 
 def test_sampling_params_defaults_and_limits() -> None:

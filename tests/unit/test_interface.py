@@ -71,7 +71,7 @@ GOOD_AND_BAD: dict[str, tuple[Any, Any]] = {
     "logprobs": (5, 21),
     "prompt_logprobs": (0, -1),
     "skip_special_tokens": (False, "no"),
-    "spaces_between_special_tokens": (True, None),
+    "spaces_between_special_tokens": (True, "no"),
     "n": (1, 0),
     "best_of": (1, 0),
 }

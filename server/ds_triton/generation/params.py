@@ -225,6 +225,11 @@ def reject_unknown_keys(data: Mapping[str, Any], known: tuple[str, ...], field: 
         )
 
 
+def convert_value(key: str, value: Any) -> Any:
+    """``value`` of sampling key ``key`` as ``SamplingParams`` holds it (None stays None)."""
+    return None if value is None else _CONVERTERS[key](key, value)
+
+
 def sampling_params_from_dict(
     data: Mapping[str, Any], default_max_tokens: int, max_tokens_limit: int
 ) -> SamplingParams:
