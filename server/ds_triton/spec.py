@@ -22,11 +22,13 @@ Task = Literal["embedding", "generation"]
 DType = Literal["fp32", "fp16", "bf16"]
 Pooling = Literal["mean", "cls", "last_token"]
 KernelInject = Literal["auto", "on", "off"]
+LogprobsMode = Literal["raw_logprobs", "processed_logprobs"]
 
 TASKS: tuple[str, ...] = get_args(Task)
 DTYPES: tuple[str, ...] = get_args(DType)
 POOLINGS: tuple[str, ...] = get_args(Pooling)
 KERNEL_INJECT: tuple[str, ...] = get_args(KernelInject)
+LOGPROBS_MODES: tuple[str, ...] = get_args(LogprobsMode)
 
 
 @dataclass(frozen=True)
@@ -138,7 +140,10 @@ class GenerationSpec:
     is prefilled in chunks between decode steps. Prompts longer than
     ``max_prompt_tokens`` and ``max_tokens`` above ``max_tokens_limit`` are
     refused with INVALID_ARG. ``default_max_tokens`` applies when a request
-    names none (vLLM's 16).
+    names none (vLLM's 16). ``logprobs_mode`` is vLLM's engine option of that
+    name: ``raw_logprobs`` (its default) reports the model's own distribution,
+    ``processed_logprobs`` the one each token was drawn from (after penalties,
+    bias, masks, temperature, min-p, top-k and top-p).
     """
 
     max_concurrent_sequences: int = setting(16, minimum=1)
@@ -148,9 +153,14 @@ class GenerationSpec:
     default_max_tokens: int = setting(16, minimum=1)
     max_batch_total_tokens: int = setting(16384, minimum=1)
     max_prefill_tokens: int = setting(128, minimum=1)
+    logprobs_mode: LogprobsMode = "raw_logprobs"
 
     def validate(self) -> None:
         check_minimums(self, "generation")
+        if self.logprobs_mode not in LOGPROBS_MODES:
+            raise SpecError(
+                f"generation.logprobs_mode must be one of {LOGPROBS_MODES}, got {self.logprobs_mode!r}"
+            )
         if self.default_max_tokens > self.max_tokens_limit:
             raise SpecError(
                 "generation.default_max_tokens must be between 1 and max_tokens_limit "

@@ -14,7 +14,7 @@ import pytest
 from ds_triton.server_process.tritonserver import TritonServer
 from ds_triton.spec import ModelSpec
 from tests.conftest import MODEL_REPOSITORY, StartServer
-from tests.server.generation_client import BPE_MODEL, MODEL, make_byte_level_qwen2
+from tests.server.generation_client import BPE_MODEL, MODEL, PROCESSED_MODEL, make_byte_level_qwen2
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -38,16 +38,18 @@ def reference_embeddings() -> Callable[[Sequence[str]], np.ndarray]:
 def tight_server(
     start_server: StartServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[TritonServer]:
-    """Generation models that are not the shipped one, on one server (one start for both):
+    """Generation models other than the shipped one, on one server (one start for all):
 
     - ``text_generation`` with one running sequence, no queue and short prompts, so
       limits are easy to reach;
-    - ``BPE_MODEL``: a tiny Qwen2 with a byte-level BPE tokenizer trained at test time.
+    - ``BPE_MODEL``: a tiny Qwen2 with a byte-level BPE tokenizer trained at test time;
+    - ``PROCESSED_MODEL``: the shipped model reporting ``processed_logprobs``.
     """
     repository = tmp_path_factory.mktemp("tight-repo")
     source = MODEL_REPOSITORY / MODEL
     # Checkpoints are inside the repository (copied or built there): a model reads nothing outside it.
-    shutil.copytree(source, repository / MODEL, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in (MODEL, PROCESSED_MODEL):
+        shutil.copytree(source, repository / name, ignore=shutil.ignore_patterns("__pycache__"))
     without_weights = shutil.ignore_patterns("checkpoint", "__pycache__")
     shutil.copytree(source, repository / BPE_MODEL, ignore=without_weights)
     spec = json.loads((source / "1" / "model.json").read_text())
@@ -64,8 +66,12 @@ def tight_server(
     bpe = {**spec, "name": BPE_MODEL, "checkpoint": "checkpoint"}
     bpe["generation"] = {**spec["generation"], "max_prompt_tokens": 64, "max_tokens_limit": 128}
     (repository / BPE_MODEL / "1" / "model.json").write_text(json.dumps(bpe, indent=2))
-    (repository / BPE_MODEL / "config.pbtxt").write_text(
-        (source / "config.pbtxt").read_text().replace(f'name: "{MODEL}"', f'name: "{BPE_MODEL}"')
-    )
-    with start_server(repository=repository, models=[MODEL, BPE_MODEL]) as server:
+    processed = {**spec, "name": PROCESSED_MODEL}
+    processed["generation"] = {**spec["generation"], "logprobs_mode": "processed_logprobs"}
+    (repository / PROCESSED_MODEL / "1" / "model.json").write_text(json.dumps(processed, indent=2))
+    for name in (BPE_MODEL, PROCESSED_MODEL):
+        (repository / name / "config.pbtxt").write_text(
+            (source / "config.pbtxt").read_text().replace(f'name: "{MODEL}"', f'name: "{name}"')
+        )
+    with start_server(repository=repository, models=[MODEL, BPE_MODEL, PROCESSED_MODEL]) as server:
         yield server

@@ -25,6 +25,7 @@ from ds_triton.server_process.tritonserver import TritonServer
 
 MODEL = "text_generation"
 BPE_MODEL = "qwen2_byte_bpe"  # a tiny Qwen2 with a byte-level BPE tokenizer (make_byte_level_qwen2)
+PROCESSED_MODEL = "llama_processed"  # the shipped model with "logprobs_mode": "processed_logprobs"
 CHECKPOINT = Path(__file__).resolve().parents[2] / "model_repository/text_generation/1/checkpoint"
 
 # -- clients -------------------------------------------------------------------

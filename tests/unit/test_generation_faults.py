@@ -114,7 +114,7 @@ def test_a_token_that_cannot_be_delivered_fails_only_its_sequence(loaded: Loaded
     engine.step()
     (sequence,) = [s for s in engine._batch.running_sequences() if s.sink is victim]
 
-    def broken_accept(token: int) -> None:
+    def broken_accept(token: int, logprobs: object = None) -> None:
         raise UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")
 
     sequence.accept = broken_accept  # type: ignore[method-assign]

@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
+from ds_triton.generation.logits_processors import RowPlan
 from ds_triton.generation.params import SamplingParams
-from ds_triton.generation.sampling import sample_next_tokens
+from ds_triton.generation.sampling import Sampler
+
+
+def sample_next_tokens(
+    logits: torch.Tensor,
+    params: Sequence[SamplingParams],
+    generators: Sequence[torch.Generator | None],
+    plans: Sequence[RowPlan] | None = None,
+) -> torch.Tensor:
+    plans = plans or [RowPlan() for _ in params]
+    return Sampler(logits.shape[1], len(params)).sample(logits, params, generators, plans).tokens
 
 GREEDY = SamplingParams(temperature=0.0)
 
@@ -72,8 +85,6 @@ def test_seeded_rows_ignore_their_batch() -> None:
 def test_blocked_token_is_never_chosen() -> None:
     logits = torch.zeros(2, 10)
     logits[:, 7] = 100.0
-    blocked = torch.tensor([True, False])
-    tokens = sample_next_tokens(
-        logits, [GREEDY, GREEDY], [None, None], blocked_token=7, blocked_rows=blocked
-    )
+    plans = [RowPlan(stop_ids=(7,), min_tokens=1), RowPlan(stop_ids=(7,), min_tokens=1, generated=1)]
+    tokens = sample_next_tokens(logits, [GREEDY, GREEDY], [None, None], plans)
     assert tokens[0] != 7 and tokens[1] == 7

@@ -116,7 +116,10 @@ def test_a_new_key_is_one_entry() -> None:
 
 def test_generation_request_flags_come_from_the_optional_outputs() -> None:
     flags = {o.requested_by for o in GENERATION.outputs if o.requested_by}
-    assert flags == {"return_finish_reason", "return_num_input_tokens", "return_num_output_tokens"}
+    assert flags == {
+        "return_finish_reason", "return_cumulative_logprob", "return_logprobs",
+        "return_num_input_tokens", "return_num_output_tokens",
+    }  # fmt: skip
     assert flags <= set(GENERATION.flag_inputs) == set(FLAG_INPUTS)
     assert all(GENERATION.input(f).optional for f in flags)
 

@@ -33,6 +33,7 @@ from ds_triton.backend.errors import error_response
 from ds_triton.backend.generation_metrics import TritonMetricsPublisher
 from ds_triton.errors import ModelServingError
 from ds_triton.generation.engine import GenerationEngine
+from ds_triton.generation.logprobs import logprobs_json
 from ds_triton.generation.metrics import MetricsAggregator
 from ds_triton.generation.model_runner import ModelRunner
 from ds_triton.generation.outbox import CancellationWatcher, Outbox
@@ -41,9 +42,12 @@ from ds_triton.generation.sequence import FinishReason, GenerationOutput
 from ds_triton.loading import load_model
 from ds_triton.profiling import open_timeline
 from ds_triton_interface import (
+    CUMULATIVE_LOGPROB,
     FINISH_REASON,
+    LOGPROBS,
     NUM_INPUT_TOKENS,
     NUM_OUTPUT_TOKENS,
+    PROMPT_LOGPROBS,
     SAMPLING_PARAMETERS,
     TEXT_INPUT,
     TEXT_OUTPUT,
@@ -79,6 +83,7 @@ class GenerationHandler:
             eos_token_id=tokenizer.eos_token_id,
             metrics=aggregator,
             timeline=self._timeline,
+            vocab_size=getattr(loaded.config, "vocab_size", None),
         )
         self._metrics = TritonMetricsPublisher(
             {"model": context.model_name, "version": context.version_dir.name}, aggregator
@@ -229,6 +234,15 @@ class TritonSink:
             # vLLM writes str(finish_reason), i.e. "None" before the last response.
             reason = output.finish_reason.value if output.finish_reason else "None"
             tensors.append(pb_utils.Tensor(FINISH_REASON, np.array([reason.encode()], np.object_)))
+        if self._parsed.return_cumulative_logprob and output.cumulative_logprob is not None:
+            value = np.array([output.cumulative_logprob], np.float32)
+            tensors.append(pb_utils.Tensor(CUMULATIVE_LOGPROB, value))
+        if self._parsed.return_logprobs:
+            text = logprobs_json(output.logprobs).encode("utf-8")  # "null" without the logprobs key
+            tensors.append(pb_utils.Tensor(LOGPROBS, np.array([text], np.object_)))
+        if output.prompt_logprobs is not None:
+            text = logprobs_json(output.prompt_logprobs).encode("utf-8")
+            tensors.append(pb_utils.Tensor(PROMPT_LOGPROBS, np.array([text], np.object_)))
         return tensors
 
 

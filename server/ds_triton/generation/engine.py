@@ -40,11 +40,13 @@ from typing import Any
 import torch
 
 from ds_triton.errors import CapacityError, InvalidInputError
+from ds_triton.generation.logits_processors import plan_row
+from ds_triton.generation.logprobs import TokenLogprobs, TokenTexts, prompt_logprobs
 from ds_triton.generation.metrics import CountingMetrics, GenerationMetrics
 from ds_triton.generation.model_runner import ModelRunner
 from ds_triton.generation.request import GenerationRequest
 from ds_triton.generation.running_batch import RunningBatch
-from ds_triton.generation.sampling import sample_next_tokens
+from ds_triton.generation.sampling import SampledTokens, Sampler
 from ds_triton.generation.scheduler import PrefillChunk, TokenBudget, plan_prefill
 from ds_triton.generation.sequence import FinishReason, OutputSink, Sequence
 from ds_triton.profiling import Phase, StepTimeline
@@ -78,7 +80,9 @@ class GenerationEngine:
         eos_token_id: int | None,
         metrics: GenerationMetrics | None = None,
         timeline: StepTimeline | None = None,
+        vocab_size: int | None = None,
     ) -> None:
+        """``vocab_size``: the width of the model's logits (default: the tokenizer's size)."""
         self.runner = runner
         self.tokenizer = tokenizer  # prompts, in the thread that calls ``submit``
         # The engine thread decodes with its own copy: tokenizers are not thread-safe.
@@ -101,6 +105,9 @@ class GenerationEngine:
         self._accepting = True  # guarded by _condition
         self._stopping = False  # guarded by _condition
         self._metric_failures = 0
+        self.vocab_size = vocab_size or len(tokenizer)
+        self._sampler = Sampler(self.vocab_size, options.max_concurrent_sequences, options.logprobs_mode)
+        self._token_texts = TokenTexts(self._decoding_tokenizer)  # engine thread only
 
     # -- any thread -------------------------------------------------------------
 
@@ -112,7 +119,13 @@ class GenerationEngine:
             CapacityError: The queue is full, or the model is shutting down.
         """
         prompt_ids = self.tokenize(request)
-        sequence = Sequence(request, prompt_ids, sink, self._decoding_tokenizer, self.eos_token_id)
+        plan = plan_row(
+            request.sampling, prompt_ids, self.tokenizer, self.vocab_size, self.eos_token_id,
+            logprobs=request.return_logprobs, cumulative_logprob=request.return_cumulative_logprob,
+        )  # fmt: skip
+        sequence = Sequence(
+            request, prompt_ids, sink, self._decoding_tokenizer, self.eos_token_id, plan, self._token_texts
+        )
         limit = self.options.max_concurrent_sequences + self.options.max_queued_requests
         with self._condition:
             if not self._accepting:
@@ -218,14 +231,15 @@ class GenerationEngine:
         self._drop_cancelled()
         self._admit()
         work = _StepWork()
-        host_tokens = self._forward(work)
-        self._deliver(work, host_tokens)
+        host_tokens, host_logprobs = self._forward(work)
+        self._deliver(work, host_tokens, host_logprobs)
         self._retire_finished()
         self._report(work)
 
-    def _forward(self, work: _StepWork) -> list[int]:
-        """Run this step's prefill and decode forwards; their sampled tokens, on the host."""
-        sampled: list[torch.Tensor] = []
+    def _forward(self, work: _StepWork) -> tuple[list[int], list[TokenLogprobs | None]]:
+        """Run this step's prefill and decode forwards; their sampled tokens (and the
+        log-probabilities asked for), on the host."""
+        sampled: list[SampledTokens] = []
         work.prefill = plan_prefill(self._prefilling, self.options.max_prefill_tokens)
         if work.prefill is not None:
             first_tokens = self._prefill(work, work.prefill)
@@ -233,17 +247,20 @@ class GenerationEngine:
                 sampled.append(first_tokens)
         running = self._batch.running_sequences()
         if running:
-            tokens = self._decode(work, running)
-            if tokens is not None:
-                sampled.append(tokens)
+            next_tokens = self._decode(work, running)
+            if next_tokens is not None:
+                sampled.append(next_tokens)
                 work.decoded = running
         work.ended = time.perf_counter()
         if not sampled:
-            return []
-        # The step's one device-to-host transfer (its only sync on a GPU).
-        return (torch.cat(sampled) if len(sampled) > 1 else sampled[0]).tolist()
+            return [], []
+        tokens = [s.tokens for s in sampled]
+        # The step's one device-to-host transfer (its only sync on a GPU); the
+        # log-probabilities, computed before it, follow without waiting.
+        host_tokens = (torch.cat(tokens) if len(tokens) > 1 else tokens[0]).tolist()
+        return host_tokens, [value for s in sampled for value in s.host_logprobs()]
 
-    def _prefill(self, work: _StepWork, chunk: PrefillChunk[Sequence]) -> torch.Tensor | None:
+    def _prefill(self, work: _StepWork, chunk: PrefillChunk[Sequence]) -> SampledTokens | None:
         """Prefill ``chunk``; the first tokens of the sequences whose prompt it completes."""
         sequences = list(chunk.sequences)
         pieces = [
@@ -251,8 +268,13 @@ class GenerationEngine:
             for s, n in zip(sequences, chunk.lengths, strict=True)
         ]
         started = time.perf_counter()
+        scored = [i for i, s in enumerate(sequences) if s.params.prompt_logprobs is not None]
         try:
-            logits = self._batch.prefill(sequences, pieces, chunk.start)
+            logits = self._batch.prefill(sequences, pieces, chunk.start, every_position=bool(scored))
+            if scored:
+                self._score_prompts(chunk, scored, logits)
+                last = torch.tensor([len(p) - 1 for p in pieces], device=logits.device)
+                logits = logits[torch.arange(len(pieces), device=logits.device), last]
             for sequence, length in zip(sequences, chunk.lengths, strict=True):
                 sequence.prefilled += length
             done = [i for i in range(len(sequences)) if chunk.completes(i)]
@@ -271,45 +293,52 @@ class GenerationEngine:
             work.forward_seconds += time.perf_counter() - started
         return tokens
 
-    def _decode(self, work: _StepWork, running: list[Sequence]) -> torch.Tensor | None:
+    def _score_prompts(self, chunk: PrefillChunk[Sequence], rows: list[int], logits: torch.Tensor) -> None:
+        """``prompt_logprobs`` of chunk rows ``rows``: the logits at chunk position p score
+        prompt token ``start + p + 1`` (a host copy per scored row: the scoring path)."""
+        start = chunk.start
+        for row in rows:
+            sequence = chunk.sequences[row]
+            targets = sequence.prompt_ids[start : start + chunk.lengths[row] + 1]
+            values = prompt_logprobs(logits[row], targets, sequence.params.prompt_logprobs or 0)
+            sequence.add_prompt_logprobs(self._token_texts.entries(values), first=start == 0)
+
+    def _decode(self, work: _StepWork, running: list[Sequence]) -> SampledTokens | None:
         started = time.perf_counter()
         try:
             logits = self._batch.decode()
-            tokens = self._sample(logits, running)
-            self._batch.advance(tokens)
+            sampled = self._sample(logits, running)
+            self._batch.advance(sampled.tokens)
         except Exception as exc:  # a failed decode fails the running sequences, not the engine
             LOG.exception("decode forward failed; failing %d sequences", len(running))
             self._fail(running, exc)
             return None
         finally:
             work.forward_seconds += time.perf_counter() - started
-        return tokens
+        return sampled
 
-    def _sample(self, logits: torch.Tensor, sequences: list[Sequence]) -> torch.Tensor:
+    def _sample(self, logits: torch.Tensor, sequences: list[Sequence]) -> SampledTokens:
         """Next token of each row of ``logits`` (one row per sequence), on the device."""
-        blocked = None
-        if self.eos_token_id is not None and any(s.eos_blocked for s in sequences):
-            blocked = torch.tensor([s.eos_blocked for s in sequences], device=logits.device)
-        return sample_next_tokens(
-            logits,
-            [s.params for s in sequences],
-            [s.generator for s in sequences],
-            blocked_token=self.eos_token_id,
-            blocked_rows=blocked,
-        )
+        return self._sampler.sample(
+            logits, [s.params for s in sequences], [s.generator for s in sequences],
+            [s.plan for s in sequences],
+        )  # fmt: skip
 
-    def _deliver(self, work: _StepWork, host_tokens: list[int]) -> None:
+    def _deliver(
+        self, work: _StepWork, host_tokens: list[int], host_logprobs: list[TokenLogprobs | None]
+    ) -> None:
         """Hand each sampled token to its sequence; newly prefilled ones start decoding."""
-        for sequence, token in zip([*work.first_tokens, *work.decoded], host_tokens, strict=True):
-            self._accept(sequence, token)
+        sequences = [*work.first_tokens, *work.decoded]
+        for sequence, token, logprobs in zip(sequences, host_tokens, host_logprobs, strict=True):
+            self._accept(sequence, token, logprobs)
         for sequence in work.first_tokens:
             self._prefilling.remove(sequence)
             if not sequence.finished:
                 self._batch.start_running(sequence, sequence.token_ids[-1])
 
-    def _accept(self, sequence: Sequence, token: int) -> None:
+    def _accept(self, sequence: Sequence, token: int, logprobs: TokenLogprobs | None) -> None:
         try:
-            sequence.accept(token)
+            sequence.accept(token, logprobs)
         except Exception as exc:  # e.g. a token the tokenizer cannot decode: only this one fails
             LOG.exception("could not deliver a generated token")
             self._fail([sequence], exc)
@@ -363,6 +392,7 @@ class GenerationEngine:
             return
         for sequence in fresh:
             sequence.released = True
+            self._sampler.release(sequence.plan)
             if sequence.admitted:
                 self._budget.give_back(sequence.reserved_tokens)
         with self._condition:
@@ -404,6 +434,7 @@ class GenerationEngine:
         """Empty the batch; capacity first, so nothing that raises afterwards can leak it."""
         for sequence in victims:
             sequence.released = True
+            self._sampler.release(sequence.plan)
         self._prefilling = []
         self._budget.clear()
         with self._condition:

@@ -116,12 +116,14 @@ def plan_row(
     tokenizer: Any,
     vocab_size: int,
     eos_token_id: int | None,
+    logprobs: bool = True,
     cumulative_logprob: bool = False,
 ) -> RowPlan:
     """Compile ``params`` for the sampler, checking token ids against the vocabulary.
 
-    ``cumulative_logprob``: the request wants the running sum of its tokens'
-    log-probabilities even without ``logprobs``.
+    ``logprobs``: the response lists log-probabilities (``return_logprobs``; the
+    ``logprobs`` key says how many); ``cumulative_logprob``: it carries their
+    running sum, which needs the chosen token's log-probability even without that key.
 
     Raises:
         InvalidInputError: A token id is outside the vocabulary, or a bad word has no tokens.
@@ -159,7 +161,7 @@ def plan_row(
         presence=params.presence_penalty,
         prompt_ids=tuple(prompt_ids) if params.penalized else (),
         top_logprobs=params.logprobs or 0,
-        logprobs_needed=params.logprobs is not None or cumulative_logprob,
+        logprobs_needed=(logprobs and params.logprobs is not None) or cumulative_logprob,
     )
 
 

@@ -20,12 +20,9 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
-
-LogprobsMode = Literal["raw_logprobs", "processed_logprobs"]
-LOGPROBS_MODES: tuple[str, ...] = ("raw_logprobs", "processed_logprobs")
 
 
 @dataclass(frozen=True)
@@ -169,3 +166,38 @@ class TokenTexts:
     def entries(self, positions: Iterable[TokenLogprobs]) -> list[LogprobEntry]:
         """Entries whose chosen tokens are decoded alone too (prompt logprobs)."""
         return [self.entry(p, self(p.token_id)) for p in positions]
+
+
+class LogprobsRecorder:
+    """One sequence's log-probabilities between two responses, and their running sum.
+
+    ``record`` is called once per generated token with the text that token added
+    to the output; ``take`` hands over what the next response carries.
+    """
+
+    def __init__(self, texts: TokenTexts | None, listed: bool, cumulative: bool) -> None:
+        """
+        Args:
+            texts: Decodes the alternatives (None: nothing is listed).
+            listed: The response lists each token's log-probabilities.
+            cumulative: The response carries the running sum.
+        """
+        self._texts = texts
+        self._listed = listed and texts is not None
+        self._cumulative = cumulative
+        self._pending: list[LogprobEntry] = []
+        self.total = 0.0
+
+    def record(self, value: TokenLogprobs | None, text: str) -> None:
+        if value is None:
+            return
+        self.total += value.logprob
+        if self._listed and self._texts is not None:
+            self._pending.append(self._texts.entry(value, text))
+
+    def take(self) -> tuple[tuple[LogprobEntry, ...] | None, float | None]:
+        """The entries since the last ``take`` (None when not listed) and the running sum."""
+        entries = None
+        if self._listed:
+            entries, self._pending = tuple(self._pending), []
+        return entries, (self.total if self._cumulative else None)

@@ -47,12 +47,19 @@ class ModelRunner:
 
     @torch.inference_mode()
     def prefill(
-        self, cache: SlotKVCache, rows: Sequence[int], chunks: Sequence[Sequence[int]], start: int
+        self,
+        cache: SlotKVCache,
+        rows: Sequence[int],
+        chunks: Sequence[Sequence[int]],
+        start: int,
+        every_position: bool = False,
     ) -> torch.Tensor:
         """Write ``chunks[i]`` into cache row ``rows[i]`` from column ``start``.
 
         Every row must hold exactly ``start`` tokens already. Returns the logits
-        (len(rows), vocab) at each row's last chunk token.
+        (len(rows), vocab) at each row's last chunk token, or with
+        ``every_position`` (prompt log-probabilities) the logits (len(rows),
+        longest chunk, vocab) at every chunk position.
         """
         width = max(len(c) for c in chunks)
         ids = torch.full((len(chunks), width), self.pad_token_id, dtype=torch.long)
@@ -69,9 +76,10 @@ class ModelRunner:
         # columns <= c, which are real (this chunk or the row's history); what padded
         # queries compute is discarded, and the cache columns they fill are overwritten
         # by the row's next tokens before anything reads them.
-        return self._run(
-            self.to_device(ids), positions.expand(len(chunks), width), None, cache, self.to_device(last)
-        )
+        positions = positions.expand(len(chunks), width)
+        if every_position:
+            return self._run(self.to_device(ids), positions, None, cache, None, every=True)
+        return self._run(self.to_device(ids), positions, None, cache, self.to_device(last))
 
     def to_device(self, tensor: torch.Tensor) -> torch.Tensor:
         """A host tensor on the model's device without a sync: a GPU copies it from pinned
@@ -124,6 +132,7 @@ class ModelRunner:
         mask: torch.Tensor | None,
         cache: SlotKVCache,
         last: torch.Tensor | None,
+        every: bool = False,
     ) -> torch.Tensor:
         kwargs: dict[str, Any] = {
             "input_ids": ids,
@@ -133,8 +142,10 @@ class ModelRunner:
             self._cache_arg: cache,
         }
         if self._logits_to_keep:
-            kwargs["logits_to_keep"] = 1 if last is None else last
+            kwargs["logits_to_keep"] = 0 if every else 1 if last is None else last
         logits = self._forward(**kwargs).logits
+        if every:
+            return logits
         if last is None:
             return logits[:, -1, :]
         if self._logits_to_keep:

@@ -4,7 +4,7 @@ Outputs: from the engine thread to the sending thread.
 
 Sending a response costs a round trip to the server process. When a client's
 responses are produced faster than they can be sent, the outputs waiting for
-the same sequence are merged into one response (text concatenated, token
+the same sequence are merged into one response (text and log-probabilities concatenated, token
 counts added), as vLLM's output collector does, so a slow consumer never makes
 the engine wait and the number of sends adapts to what the transport can take.
 With no backlog, every token still gets its own response.
@@ -32,11 +32,16 @@ def merge_outputs(outputs: Sequence[GenerationOutput]) -> GenerationOutput:
         raise ValueError("nothing to merge")
     if len(outputs) == 1:
         return outputs[0]
+    logprobs = [o.logprobs for o in outputs if o.logprobs is not None]
     return GenerationOutput(
         text="".join(o.text for o in outputs),
         num_input_tokens=outputs[-1].num_input_tokens,
         num_output_tokens=sum(o.num_output_tokens for o in outputs),
         finish_reason=outputs[-1].finish_reason,
+        # Each token's entry stays with the merged response that carries its text.
+        logprobs=tuple(e for entries in logprobs for e in entries) if logprobs else None,
+        cumulative_logprob=outputs[-1].cumulative_logprob,
+        prompt_logprobs=next((o.prompt_logprobs for o in outputs if o.prompt_logprobs), None),
     )
 
 

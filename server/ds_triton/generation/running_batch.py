@@ -51,10 +51,19 @@ class RunningBatch(Generic[T]):
         return row
 
     @torch.inference_mode()
-    def prefill(self, sequences: Sequence[T], chunks: Sequence[Sequence[int]], start: int) -> torch.Tensor:
-        """Write prompt ``chunks`` of ``sequences`` (each holding ``start`` tokens); their logits."""
+    def prefill(
+        self,
+        sequences: Sequence[T],
+        chunks: Sequence[Sequence[int]],
+        start: int,
+        every_position: bool = False,
+    ) -> torch.Tensor:
+        """Write prompt ``chunks`` of ``sequences`` (each holding ``start`` tokens); their logits.
+
+        With ``every_position``, the logits of every chunk position (``ModelRunner.prefill``).
+        """
         rows = [self.table.row_of(s) for s in sequences]
-        logits = self.runner.prefill(self.cache, rows, chunks, start)
+        logits = self.runner.prefill(self.cache, rows, chunks, start, every_position)
         for row, chunk in zip(rows, chunks, strict=True):
             self._set_length(row, start + len(chunk))
         return logits

@@ -23,8 +23,9 @@ from ds_triton.generation.logits_processors import (
     RowPlan,
     apply_logits_processors,
 )
-from ds_triton.generation.logprobs import DeviceLogprobs, LogprobsMode, TokenLogprobs
+from ds_triton.generation.logprobs import DeviceLogprobs, TokenLogprobs
 from ds_triton.generation.params import SamplingParams
+from ds_triton.spec import LogprobsMode
 
 
 @dataclass(frozen=True)
@@ -109,32 +110,6 @@ class Sampler:
         chosen_tokens = tokens.index_select(0, _index(wanted, tokens))
         counts = [plans[i].top_logprobs for i in wanted]
         return SampledTokens(tokens, tuple(wanted), DeviceLogprobs(raw, chosen_tokens, counts))
-
-
-def sample_next_tokens(
-    logits: torch.Tensor,
-    params: Sequence[SamplingParams],
-    generators: Sequence[torch.Generator | None],
-    blocked_token: int | None = None,
-    blocked_rows: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Next token id per row of ``logits`` (B, V), without per-row plans (the engine's old seam).
-
-    ``blocked_token`` may not be produced by the rows set in ``blocked_rows``.
-    """
-    logits = logits.float()
-    if blocked_token is not None and blocked_rows is not None and bool(blocked_rows.any()):
-        logits = logits.clone()
-        logits[blocked_rows, blocked_token] = float("-inf")
-    tokens = logits.argmax(dim=-1)
-    sampled = [i for i, p in enumerate(params) if not p.greedy]
-    if sampled:
-        rows = _index(sampled, logits)
-        chosen, _ = _sample_rows(
-            logits.index_select(0, rows), [params[i] for i in sampled], [generators[i] for i in sampled]
-        )
-        tokens[rows] = chosen
-    return tokens
 
 
 def _index(rows: Sequence[int], like: torch.Tensor) -> torch.Tensor:

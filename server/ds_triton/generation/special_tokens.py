@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ds_triton.generation.detokenizer import fast_decoder
+
 Decode = Callable[[Sequence[int]], str]
 
 
@@ -21,13 +23,7 @@ def text_decoder(
     tokenizer: Any, skip_special_tokens: bool = True, spaces_between_special_tokens: bool = True
 ) -> Decode:
     """A function from token ids to text that honours both options."""
-
-    def decode(ids: Sequence[int]) -> str:
-        text: str = tokenizer.decode(
-            list(ids), skip_special_tokens=skip_special_tokens, clean_up_tokenization_spaces=False
-        )
-        return text
-
+    decode = fast_decoder(tokenizer, skip_special_tokens)
     if skip_special_tokens or spaces_between_special_tokens:
         return decode
     added = {token_id: token for token, token_id in tokenizer.get_added_vocab().items()}

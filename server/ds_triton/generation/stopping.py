@@ -3,7 +3,8 @@
 Text that could be the start of a stop string is held back until the next
 delta shows whether it is one; at the end of the sequence whatever is held
 is released. A match ends the sequence and the stop string is not returned
-(vLLM's default).
+(vLLM's default), unless ``include_stop_str_in_output``: then the text runs to
+the end of the stop string and nothing needs holding back.
 """
 
 from __future__ import annotations
@@ -23,23 +24,44 @@ class StopResult:
 class StopStringMatcher:
     """Tracks one sequence's generated text against its stop strings."""
 
-    def __init__(self, stops: Sequence[str]) -> None:
+    def __init__(self, stops: Sequence[str], include_stop: bool = False) -> None:
         self._stops = tuple(stops)
+        self._include = include_stop
         self._longest = max((len(s) for s in self._stops), default=0)
-        self._pending = ""
+        self._pending = ""  # held back: it may be the start of a stop string
+        self._tail = ""  # released, kept to find a stop string that began in it (include_stop)
 
     def feed(self, delta: str) -> StopResult:
         """Add ``delta``; return the text that can be released."""
         if not self._stops:
             return StopResult(delta, False)
+        if self._include:
+            return self._feed_including(delta)
         text = self._pending + delta
-        hits = [i for i in (text.find(s) for s in self._stops) if i >= 0]
-        if hits:
+        match = self._first_match(text)
+        if match is not None:
             self._pending = ""
-            return StopResult(text[: min(hits)], True)
+            return StopResult(text[: match[0]], True)
         held = self._held_suffix(text)
         self._pending = text[len(text) - held :] if held else ""
         return StopResult(text[: len(text) - held], False)
+
+    def _feed_including(self, delta: str) -> StopResult:
+        """The stop string stays in the output, so nothing is held back."""
+        window = self._tail + delta
+        match = self._first_match(window)
+        if match is not None:
+            return StopResult(window[len(self._tail) : match[1]], True)
+        self._tail = window[max(0, len(window) - (self._longest - 1)) :]
+        return StopResult(delta, False)
+
+    def _first_match(self, text: str) -> tuple[int, int] | None:
+        """(start, end) of the earliest stop string in ``text`` (the longest one there)."""
+        hits = [(i, -len(stop)) for i, stop in ((text.find(stop), stop) for stop in self._stops) if i >= 0]
+        if not hits:
+            return None
+        start, minus_length = min(hits)
+        return start, start - minus_length
 
     def flush(self) -> str:
         """Release held-back text (the sequence ended for another reason)."""
