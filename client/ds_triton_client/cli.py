@@ -21,6 +21,7 @@ import numpy as np
 from ds_triton_client._base import DEFAULT_EMBED_MODEL, DEFAULT_GENERATE_MODEL
 from ds_triton_client.aclient import AsyncClient
 from ds_triton_client.client import Client
+from ds_triton_client.codec import GenerationResult
 from ds_triton_client.errors import ClientError
 from ds_triton_client.jobs import JournalMismatchError, run_batch
 from ds_triton_client.jobs.journal import partial_dir
@@ -41,6 +42,7 @@ def _sampling(args: argparse.Namespace) -> dict[str, Any]:
         "seed": args.seed,
         "stop": args.stop,
         "ignore_eos": True if args.ignore_eos else None,
+        "logprobs": args.logprobs,
     }
     return {k: v for k, v in values.items() if v is not None}
 
@@ -53,6 +55,10 @@ def _add_sampling(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int)
     parser.add_argument("--stop", action="append", help="stop string (repeatable)")
     parser.add_argument("--ignore-eos", action="store_true")
+    parser.add_argument(
+        "--logprobs", type=int, metavar="N",
+        help="log-probability of each generated token and its N most likely alternatives",
+    )  # fmt: skip
 
 
 ADMIN_KEY_ENV = "DS_TRITON_ADMIN_KEY"
@@ -109,12 +115,13 @@ def cmd_embed(args: argparse.Namespace) -> int:
 def cmd_generate(args: argparse.Namespace) -> int:
     sampling = _sampling(args)
     with _client(args) as client:
-        if args.json or args.no_stream:
+        if args.json or args.no_stream or args.logprobs is not None:
             result = client.generate(args.prompt, model=args.model, **sampling)
             if args.json:
                 _print_json({**result.as_dict(), "endpoint": result.endpoint})
             else:
                 print(result.text)
+                _print_logprobs(result)
                 print(_token_line(result.num_input_tokens, result.num_output_tokens), file=sys.stderr)
             return 0
         pieces = 0
@@ -125,6 +132,17 @@ def cmd_generate(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
         print(f"[{pieces} piece(s) streamed]", file=sys.stderr)
     return 0
+
+
+def _print_logprobs(result: GenerationResult) -> None:
+    """One line per generated token: its log-probability and rank, then the most likely ones."""
+    if result.logprobs is None:
+        return
+    for entry in result.logprobs:
+        token = entry.token
+        top = ", ".join(f"{c.text!r} {c.logprob:.3f}" for c in entry.listed if c.token_id != token.token_id)
+        print(f"  {token.text!r:>20} {token.logprob:9.4f}  rank {token.rank:<6} {top}")
+    print(f"cumulative logprob: {result.cumulative_logprob:.4f}")
 
 
 def _token_line(n_in: int | None, n_out: int | None) -> str:

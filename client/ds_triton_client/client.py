@@ -159,12 +159,13 @@ class Client(BaseClient):
         self, prompt: str, model: str = DEFAULT_GENERATE_MODEL, timeout: float | None = None, **sampling: Any
     ) -> GenerationResult:
         """Generate a completion of ``prompt``; ``sampling``: any key of
-        ``ds_triton_interface.SAMPLING_KEYS`` (max_tokens, temperature, top_p, top_k, seed,
-        stop, ignore_eos, min_tokens).
+        ``ds_triton_interface.SAMPLING_KEYS`` (max_tokens, temperature, top_p, top_k, min_p, seed,
+        stop, penalties, logit_bias, logprobs, prompt_logprobs, ...).
 
         Returns:
             ``GenerationResult`` with ``text``, ``num_input_tokens``/``num_output_tokens``,
-            ``finish_reason`` and the ``endpoint`` that served it.
+            ``finish_reason``, the ``endpoint`` that served it and, with ``logprobs=N``, each
+            token's log-probability and its N most likely alternatives.
         """
         fields = self._generation_fields(prompt, False, sampling)
         deadline = self._deadline(timeout)

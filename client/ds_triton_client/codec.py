@@ -4,7 +4,8 @@ The names, types and sampling keys come from ``ds_triton_interface`` (the server
 own declaration). ``text_embedding``: input ``text`` BYTES [n, 1] → ``embedding``
 FP32 [n, dim]. ``text_generation`` (the Triton vLLM-backend interface, decoupled):
 ``text_input``, ``stream``, ``sampling_parameters`` (JSON) and request flags →
-``text_output`` plus token counts, one response per piece when streaming.
+``text_output`` plus token counts (and log-probabilities when ``logprobs`` or
+``prompt_logprobs`` is asked for), one response per piece when streaming.
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ def generation_fields(prompt: str, stream: bool, sampling: Mapping[str, Any]) ->
     """Named inputs of one generation request (values become BYTES or BOOL tensors)."""
     if not isinstance(prompt, str) or not prompt:
         raise InvalidInputError("prompt must be a non-empty str")
-    return {
+    fields: dict[str, str | bool] = {
         interface.TEXT_INPUT: prompt,
         interface.STREAM: stream,
         interface.SAMPLING_PARAMETERS: sampling_json(sampling),
@@ -102,6 +103,10 @@ def generation_fields(prompt: str, stream: bool, sampling: Mapping[str, Any]) ->
         interface.request_flag(interface.NUM_INPUT_TOKENS): True,
         interface.request_flag(interface.NUM_OUTPUT_TOKENS): True,
     }
+    if sampling.get("logprobs") is not None:
+        fields[interface.request_flag(interface.LOGPROBS)] = True
+        fields[interface.request_flag(interface.CUMULATIVE_LOGPROB)] = True
+    return fields
 
 
 def fields_to_tensors(fields: Mapping[str, str | bool], batched: bool) -> list[Tensor]:
@@ -118,14 +123,67 @@ def fields_to_tensors(fields: Mapping[str, str | bool], batched: bool) -> list[T
     return tensors
 
 
+@dataclass(frozen=True)
+class Candidate:
+    """A token and its log-probability at one position; ``rank`` 1 is the most likely."""
+
+    token_id: int
+    text: str
+    logprob: float
+    rank: int
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One position of a generation (or its prompt): the token there and the most likely ones.
+
+    Attributes:
+        token: The generated (or prompt) token. Its ``text`` is what it added to the output.
+        listed: Every token the server listed at this position, most likely first: the
+            ``logprobs`` best ones, and ``token`` (last) when it ranks lower.
+    """
+
+    token: Candidate
+    listed: tuple[Candidate, ...] = ()
+
+    @classmethod
+    def from_vllm(cls, entry: Mapping[str, Mapping[str, Any]]) -> TokenLogprob:
+        """Read one entry of the vLLM backend's format: the chosen token first, then the top ones."""
+        candidates = [
+            Candidate(int(token), str(value["decoded_token"]), float(value["logprob"]), int(value["rank"]))
+            for token, value in entry.items()
+        ]
+        return cls(candidates[0], tuple(sorted(candidates, key=lambda c: c.rank)))
+
+    def as_dict(self) -> dict[str, Any]:
+        def one(c: Candidate) -> dict[str, Any]:
+            return {"token_id": c.token_id, "text": c.text, "logprob": c.logprob, "rank": c.rank}
+
+        return {**one(self.token), "listed": [one(c) for c in self.listed]}
+
+
+def _read_logprobs(value: Any) -> list[TokenLogprob | None] | None:
+    """A ``logprobs``/``prompt_logprobs`` output (JSON text) as entries; None when absent or null."""
+    text = _scalar(value)
+    if text is None:
+        return None
+    data = json.loads(text)
+    if data is None:
+        return None
+    return [None if entry is None else TokenLogprob.from_vllm(entry) for entry in data]
+
+
 @dataclass
 class GenerationPiece:
-    """One response of a generation: new text and the token counts it reports."""
+    """One response of a generation: new text, the token counts and log-probabilities it reports."""
 
     text: str
     num_input_tokens: int | None = None
     num_output_tokens: int | None = None
     finish_reason: str | None = None
+    logprobs: list[TokenLogprob | None] | None = None
+    cumulative_logprob: float | None = None
+    prompt_logprobs: list[TokenLogprob | None] | None = None
 
 
 @dataclass
@@ -138,6 +196,11 @@ class GenerationResult:
         num_output_tokens: Generated tokens as counted by the server.
         finish_reason: Why generation stopped (``length``, ``stop``), when the model says.
         endpoint: The endpoint that served it.
+        logprobs: Per generated token, its log-probability and the ``logprobs`` most likely
+            tokens (when the ``logprobs`` sampling key was given); their texts spell ``text``.
+        cumulative_logprob: The sum of the generated tokens' log-probabilities (same condition).
+        prompt_logprobs: Per prompt token, the same (``prompt_logprobs`` key); the first is
+            None, as nothing precedes it.
     """
 
     text: str
@@ -146,14 +209,23 @@ class GenerationResult:
     finish_reason: str | None = None
     endpoint: str | None = None
     pieces: int = field(default=0, repr=False)
+    logprobs: list[TokenLogprob] | None = None
+    cumulative_logprob: float | None = None
+    prompt_logprobs: list[TokenLogprob | None] | None = None
 
     def as_dict(self) -> dict[str, object]:
-        return {
+        data: dict[str, object] = {
             "text": self.text,
             "num_input_tokens": self.num_input_tokens,
             "num_output_tokens": self.num_output_tokens,
             "finish_reason": self.finish_reason,
         }
+        if self.logprobs is not None:
+            data["logprobs"] = [entry.as_dict() for entry in self.logprobs]
+            data["cumulative_logprob"] = self.cumulative_logprob
+        if self.prompt_logprobs is not None:
+            data["prompt_logprobs"] = [None if e is None else e.as_dict() for e in self.prompt_logprobs]
+        return data
 
 
 def _scalar(value: Any) -> Any:
@@ -175,11 +247,15 @@ def generation_piece(outputs: Mapping[str, Any]) -> GenerationPiece:
     n_in = _scalar(outputs.get(interface.NUM_INPUT_TOKENS))
     n_out = _scalar(outputs.get(interface.NUM_OUTPUT_TOKENS))
     reason = _scalar(outputs.get(interface.FINISH_REASON))
+    cumulative = _scalar(outputs.get(interface.CUMULATIVE_LOGPROB))
     return GenerationPiece(
         str(text),
         int(n_in) if n_in is not None else None,
         int(n_out) if n_out is not None else None,
         str(reason) if reason else None,
+        _read_logprobs(outputs.get(interface.LOGPROBS)),
+        float(cumulative) if cumulative is not None else None,
+        _read_logprobs(outputs.get(interface.PROMPT_LOGPROBS)),
     )
 
 
@@ -193,6 +269,9 @@ def combine_pieces(pieces: Iterable[GenerationPiece], endpoint: str | None = Non
     n_in: int | None = None
     n_out: int | None = None
     reason: str | None = None
+    logprobs: list[TokenLogprob] | None = None
+    cumulative: float | None = None
+    prompt_logprobs: list[TokenLogprob | None] | None = None
     count = 0
     for piece in pieces:
         count += 1
@@ -202,7 +281,16 @@ def combine_pieces(pieces: Iterable[GenerationPiece], endpoint: str | None = Non
         if piece.num_output_tokens is not None:
             n_out = (n_out or 0) + piece.num_output_tokens
         reason = piece.finish_reason or reason
-    return GenerationResult("".join(texts), n_in, n_out, reason, endpoint, count)
+        if piece.logprobs is not None:
+            logprobs = (logprobs or []) + [e for e in piece.logprobs if e is not None]
+        if piece.cumulative_logprob is not None:
+            cumulative = piece.cumulative_logprob  # a running sum: the last one covers all
+        prompt_logprobs = prompt_logprobs or piece.prompt_logprobs
+    result = GenerationResult("".join(texts), n_in, n_out, reason, endpoint, count)
+    result.logprobs = logprobs
+    result.cumulative_logprob = cumulative if logprobs is not None else None
+    result.prompt_logprobs = prompt_logprobs
+    return result
 
 
 def normalize_stats(value: Any, key: str = "") -> Any:

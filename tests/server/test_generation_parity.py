@@ -480,3 +480,42 @@ def test_http_generate_returns_logprobs(triton_server: TritonServer, llama: Refe
     assert_logprobs_match(entries, logits, 2)
     total = sum(next(iter(e.values()))["logprob"] for e in entries)
     assert abs(payload["cumulative_logprob"] - total) < TOLERANCE
+
+
+@pytest.mark.parametrize("scheme", ["http", "grpc"])
+def test_the_client_package_returns_each_token_s_logprobs(
+    triton_server: TritonServer, llama: Reference, scheme: str
+) -> None:
+    from ds_triton_client import Client
+
+    url = f"{scheme}://{triton_server.http_url if scheme == 'http' else triton_server.grpc_url}"
+    with Client(url, health_interval=0) as client:
+        result = client.generate(
+            PROMPT, model=SHIPPED, max_tokens=6, temperature=0, ignore_eos=True, logprobs=2,
+            repetition_penalty=1.3, prompt_logprobs=1,
+        )  # fmt: skip
+    reference = llama
+    tokens, logits = reference.generate(PROMPT, 6, min_new_tokens=6, repetition_penalty=1.3)
+    assert result.logprobs is not None and result.prompt_logprobs is not None
+    assert [e.token.token_id for e in result.logprobs] == tokens
+    assert "".join(e.token.text for e in result.logprobs) == result.text == reference.decode(tokens)
+    expected = torch.log_softmax(logits, dim=-1)
+    for entry, row in zip(result.logprobs, expected, strict=True):
+        assert abs(entry.token.logprob - float(row[entry.token.token_id])) < TOLERANCE
+        assert [c.token_id for c in entry.listed][:2] == row.topk(2).indices.tolist()
+    assert result.cumulative_logprob == pytest.approx(sum(e.token.logprob for e in result.logprobs), abs=1e-4)
+    assert result.prompt_logprobs[0] is None and len(result.prompt_logprobs) == len(reference.ids(PROMPT))
+
+
+def test_the_cli_prints_logprobs(triton_server: TritonServer, capsys: pytest.CaptureFixture[str]) -> None:
+    from ds_triton_client.cli import main
+
+    args = ["--url", f"grpc://{triton_server.grpc_url}", "generate", PROMPT, "--model", SHIPPED,
+            "--max-tokens", "3", "--temperature", "0", "--ignore-eos", "--logprobs", "2"]  # fmt: skip
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert out.count("rank ") == 3 and "cumulative logprob:" in out
+    assert main(["--json", *args]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert len(answer["logprobs"]) == 3 and all(len(e["listed"]) >= 2 for e in answer["logprobs"])
+    assert answer["cumulative_logprob"] == pytest.approx(sum(e["logprob"] for e in answer["logprobs"]))
