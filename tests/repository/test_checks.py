@@ -92,7 +92,8 @@ def test_interface_wrong_type_missing_and_extra_tensors(repo: Path) -> None:
         "gen/config.pbtxt: [interface] output 'text_output' is missing; task 'generation' needs "
         "TYPE_STRING [-1]",
         "gen/config.pbtxt: [interface] output 'text' is not part of task 'generation''s interface "
-        "(finish_reason, num_input_tokens, num_output_tokens, text_output); the model would never "
+        "(cumulative_logprob, finish_reason, logprobs, num_input_tokens, num_output_tokens, "
+        "prompt_logprobs, text_output); the model would never "
         "read or write it",
     ]
 

@@ -189,3 +189,19 @@ def test_generation_spec_validates_its_keys() -> None:
         ModelSpec.from_dict({**base, "generation": {"max_queued_requests": -1}})
     with pytest.raises(SpecError, match="unknown key"):
         ModelSpec.from_dict({**base, "generation": {"max_batch": 3}})
+
+
+def test_the_readme_sampling_table_lists_every_key_once() -> None:
+    from pathlib import Path
+
+    from ds_triton_interface import SAMPLING_KEYS
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = readme[readme.index("### Sampling keys") : readme.index("### Log-probabilities")]
+    listed = [
+        name.strip(" `")
+        for row in table.splitlines()
+        if row.startswith("| `")
+        for name in row.split("|")[1].split(",")
+    ]
+    assert sorted(listed) == sorted(SAMPLING_KEYS)
