@@ -26,8 +26,10 @@ from ds_triton_client.codec import (
     normalize_stats,
 )
 from ds_triton_client.endpoints import Endpoint, parse_endpoints
-from ds_triton_client.errors import ClientClosedError, ClientError, InvalidInputError
+from ds_triton_client.errors import ClientClosedError, ClientError, InvalidInputError, ModelNotReadyError
 from ds_triton_client.failover import Failover
+from ds_triton_client.health import Probe
+from ds_triton_client.inflight import InFlight, InFlightRegistry
 from ds_triton_client.model_info import ModelInfo
 from ds_triton_client.options import ClientOptions, Protocol
 from ds_triton_client.retry import Deadline, RetryPolicy
@@ -75,6 +77,9 @@ class BaseClient:
         self._watched: set[str] = set(models)
         self._model_info: dict[str, ModelInfo] = {}
         self._closed = False
+        # Calls on a model that vanished from an endpoint (a dead generation stub) are
+        # ended once silent for ``stranded_after``: see inflight.py.
+        self._inflight = InFlightRegistry(silence=self.options.stranded_after)
         self._transports = {e: self._make_transport(e, self.options) for e in self.endpoints}
         self._setup()
 
@@ -121,6 +126,14 @@ class BaseClient:
 
         return Failover(self._balancer, self._retry, deadline, served)
 
+    @staticmethod
+    def _vanished(call: InFlight | None, exc: BaseException) -> BaseException:
+        """The error of an attempt: ``exc``, unless the call was ended because its model
+        vanished from the endpoint, which is said as such (and may run elsewhere)."""
+        if call is None or call.abort.reason is None:
+            return exc
+        return ModelNotReadyError(call.abort.reason)
+
     # --- requests and results ------------------------------------------------------------
 
     @staticmethod
@@ -163,11 +176,11 @@ class BaseClient:
         """The new text of one streamed response ("" for the empty final one)."""
         return generation_piece(outputs).text
 
-    def _health_report(self, reasons: Mapping[Endpoint, str | None]) -> list[dict[str, object]]:
+    def _health_report(self, probes: Mapping[Endpoint, Probe]) -> list[dict[str, object]]:
         """Record fresh probe results and report every endpoint: balancer state, ready, reason."""
-        for endpoint, reason in reasons.items():
-            self._balancer.set_health(endpoint, reason is None, reason)
-        by_url = {e.url: reasons[e] for e in reasons}
+        for endpoint, probe in probes.items():
+            self._balancer.set_health(endpoint, probe.reason is None, probe.reason)
+        by_url = {e.url: probes[e].reason for e in probes}
         return [
             {
                 **state,

@@ -15,6 +15,7 @@ from ds_triton_client.concurrency import gather_bounded
 from ds_triton_client.endpoints import Endpoint
 from ds_triton_client.errors import ClientError, DeadlineExceededError, PermissionDeniedError
 from ds_triton_client.health import AsyncHealthChecker, probe_async
+from ds_triton_client.inflight import Abort, InFlight
 from ds_triton_client.model_info import ModelInfo
 from ds_triton_client.options import ClientOptions
 from ds_triton_client.retry import Deadline
@@ -23,7 +24,7 @@ from ds_triton_client.transport.base import model_config, model_metadata, reposi
 
 T = TypeVar("T")
 AsyncOperation = Callable[[AsyncTransport, float], Awaitable[T]]
-AsyncOpener = Callable[[AsyncTransport, float], AsyncGenerator[T, None]]
+AsyncOpener = Callable[[AsyncTransport, float, Abort], AsyncGenerator[T, None]]
 
 
 class AsyncClient(BaseClient):
@@ -41,7 +42,7 @@ class AsyncClient(BaseClient):
     def _setup(self) -> None:
         self._slots: asyncio.Semaphore | None = None
         self._health = AsyncHealthChecker(
-            self._balancer, self._transports, lambda: self.watched_models, self.options
+            self._balancer, self._transports, lambda: self.watched_models, self.options, self._inflight
         )
 
     def _start(self) -> asyncio.Semaphore:
@@ -77,32 +78,37 @@ class AsyncClient(BaseClient):
         while True:
             state = failover.next_endpoint()
             started = False
-            items = open_items(self._transports[state.endpoint], deadline.remaining())
-            try:
-                async with self._slot(deadline):
-                    while True:
-                        try:
-                            async with asyncio.timeout(deadline.remaining()):
-                                item = await anext(items)
-                        except StopAsyncIteration:
-                            break
-                        started = True
-                        yield item
-            except (GeneratorExit, asyncio.CancelledError):
-                failover.abandoned(state)
-                raise
-            except Exception as exc:
-                await asyncio.sleep(failover.failed(state, exc, started))
-                continue
-            finally:
-                await items.aclose()
-            failover.succeeded(state)
-            return
+            with self._inflight.track(state.endpoint, model or "") as call:
+                items = open_items(self._transports[state.endpoint], deadline.remaining(), call.abort)
+                try:
+                    async with self._slot(deadline):
+                        while True:
+                            try:
+                                async with asyncio.timeout(deadline.remaining()):
+                                    item = await anext(items)
+                            except StopAsyncIteration:
+                                break
+                            started = True
+                            call.heard()
+                            yield item
+                except (GeneratorExit, asyncio.CancelledError) as exc:
+                    if not _ended_by_abort(call, exc):
+                        failover.abandoned(state)
+                        raise
+                    delay = failover.failed(state, self._vanished(call, exc), started)
+                except Exception as exc:
+                    delay = failover.failed(state, self._vanished(call, exc), started)
+                else:
+                    failover.succeeded(state)
+                    return
+                finally:
+                    await items.aclose()
+            await asyncio.sleep(delay)
 
     async def _call(self, operation: AsyncOperation[T], deadline: Deadline, model: str | None = None) -> T:
         """Run one request-response ``operation`` with failover."""
 
-        async def once(transport: AsyncTransport, left: float) -> AsyncGenerator[T, None]:
+        async def once(transport: AsyncTransport, left: float, abort: Abort) -> AsyncGenerator[T, None]:
             yield await operation(transport, left)
 
         results = [item async for item in self._run(once, deadline, model)]
@@ -152,11 +158,14 @@ class AsyncClient(BaseClient):
         deadline = self._deadline(timeout)
         call = self._generation_call(model, fields, await self.model_info(model, deadline.remaining()))
 
-        async def run(transport: AsyncTransport, left: float) -> GenerationResult:
-            responses = [o async for o in transport.generate(call, left)]
-            return self._generation_result(responses, transport.endpoint)
+        async def run(
+            transport: AsyncTransport, left: float, abort: Abort
+        ) -> AsyncGenerator[GenerationResult, None]:
+            responses = [o async for o in transport.generate(call, left, abort)]
+            yield self._generation_result(responses, transport.endpoint)
 
-        return await self._call(run, deadline, model)
+        results = [result async for result in self._run(run, deadline, model)]
+        return results[0]
 
     async def stream(
         self, prompt: str, model: str = DEFAULT_GENERATE_MODEL, timeout: float | None = None, **sampling: Any
@@ -166,8 +175,8 @@ class AsyncClient(BaseClient):
         deadline = self._deadline(timeout)
         call = self._generation_call(model, fields, await self.model_info(model, deadline.remaining()))
 
-        async def pieces(transport: AsyncTransport, left: float) -> AsyncGenerator[str, None]:
-            responses = transport.generate(call, left)
+        async def pieces(transport: AsyncTransport, left: float, abort: Abort) -> AsyncGenerator[str, None]:
+            responses = transport.generate(call, left, abort)
             try:
                 async for outputs in responses:
                     if text := self._stream_text(outputs):
@@ -193,7 +202,7 @@ class AsyncClient(BaseClient):
         self._check_open()
         timeout = self.options.health_timeout
         for transport in self._transports.values():
-            if await probe_async(transport, frozenset([model]), timeout) is None:
+            if (await probe_async(transport, frozenset([model]), timeout)).reason is None:
                 return True
         return False
 
@@ -228,3 +237,14 @@ class AsyncClient(BaseClient):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+def _ended_by_abort(call: InFlight, exc: BaseException) -> bool:
+    """Whether a cancellation came from the call's abort (grpc.aio raises CancelledError for
+    a call cancelled locally), not from the caller cancelling this task."""
+    task = asyncio.current_task()
+    return (
+        isinstance(exc, asyncio.CancelledError)
+        and call.abort.reason is not None
+        and (task is None or task.cancelling() == 0)
+    )

@@ -17,6 +17,7 @@ from ds_triton_client.concurrency import map_bounded
 from ds_triton_client.endpoints import Endpoint
 from ds_triton_client.errors import ClientError, DeadlineExceededError, PermissionDeniedError
 from ds_triton_client.health import SyncHealthChecker, probe_sync
+from ds_triton_client.inflight import Abort
 from ds_triton_client.model_info import ModelInfo
 from ds_triton_client.options import ClientOptions
 from ds_triton_client.retry import Deadline
@@ -25,7 +26,7 @@ from ds_triton_client.transport.base import model_config, model_metadata, reposi
 
 T = TypeVar("T")
 Operation = Callable[[SyncTransport, float], T]
-Opener = Callable[[SyncTransport, float], Generator[T, None, None]]
+Opener = Callable[[SyncTransport, float, Abort], Generator[T, None, None]]
 
 
 class Client(BaseClient):
@@ -45,7 +46,7 @@ class Client(BaseClient):
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
         self._health = SyncHealthChecker(
-            self._balancer, self._transports, lambda: self.watched_models, self.options
+            self._balancer, self._transports, lambda: self.watched_models, self.options, self._inflight
         )
         if self.options.health_interval > 0:
             self._health.start()
@@ -62,29 +63,32 @@ class Client(BaseClient):
         while True:
             state = failover.next_endpoint()
             started = False
-            try:
-                with (
-                    self._slot(deadline),
-                    contextlib.closing(
-                        open_items(self._transports[state.endpoint], deadline.remaining())
-                    ) as items,
-                ):
-                    for item in items:
-                        started = True
-                        yield item
-            except GeneratorExit:
-                failover.abandoned(state)
-                raise
-            except Exception as exc:
-                time.sleep(failover.failed(state, exc, started))
-                continue
-            failover.succeeded(state)
-            return
+            with self._inflight.track(state.endpoint, model or "") as call:
+                try:
+                    with (
+                        self._slot(deadline),
+                        contextlib.closing(
+                            open_items(self._transports[state.endpoint], deadline.remaining(), call.abort)
+                        ) as items,
+                    ):
+                        for item in items:
+                            started = True
+                            call.heard()
+                            yield item
+                except GeneratorExit:
+                    failover.abandoned(state)
+                    raise
+                except Exception as exc:
+                    delay = failover.failed(state, self._vanished(call, exc), started)
+                else:
+                    failover.succeeded(state)
+                    return
+            time.sleep(delay)
 
     def _call(self, operation: Operation[T], deadline: Deadline, model: str | None = None) -> T:
         """Run one request-response ``operation`` with failover."""
 
-        def once(transport: SyncTransport, left: float) -> Generator[T, None, None]:
+        def once(transport: SyncTransport, left: float, abort: Abort) -> Generator[T, None, None]:
             yield operation(transport, left)
 
         (result,) = self._run(once, deadline, model)
@@ -170,9 +174,14 @@ class Client(BaseClient):
         fields = self._generation_fields(prompt, False, sampling)
         deadline = self._deadline(timeout)
         call = self._generation_call(model, fields, self.model_info(model, deadline.remaining()))
-        return self._call(
-            lambda t, left: self._generation_result(t.generate(call, left), t.endpoint), deadline, model
-        )
+
+        def run(
+            transport: SyncTransport, left: float, abort: Abort
+        ) -> Generator[GenerationResult, None, None]:
+            yield self._generation_result(transport.generate(call, left, abort), transport.endpoint)
+
+        (result,) = self._run(run, deadline, model)
+        return result
 
     def stream(
         self, prompt: str, model: str = DEFAULT_GENERATE_MODEL, timeout: float | None = None, **sampling: Any
@@ -186,8 +195,8 @@ class Client(BaseClient):
         deadline = self._deadline(timeout)
         call = self._generation_call(model, fields, self.model_info(model, deadline.remaining()))
 
-        def pieces(transport: SyncTransport, left: float) -> Generator[str, None, None]:
-            with contextlib.closing(transport.generate(call, left)) as responses:
+        def pieces(transport: SyncTransport, left: float, abort: Abort) -> Generator[str, None, None]:
+            with contextlib.closing(transport.generate(call, left, abort)) as responses:
                 for outputs in responses:
                     if text := self._stream_text(outputs):
                         yield text
@@ -206,7 +215,8 @@ class Client(BaseClient):
         """Whether at least one endpoint has ``model`` ready."""
         self._check_open()
         timeout = self.options.health_timeout
-        return any(probe_sync(t, frozenset([model]), timeout) is None for t in self._transports.values())
+        models = frozenset([model])
+        return any(probe_sync(t, models, timeout).reason is None for t in self._transports.values())
 
     def models(self, timeout: float | None = None) -> list[dict[str, Any]]:
         """The model repository index (name, version, state) of a healthy endpoint."""

@@ -113,7 +113,16 @@ class NoHealthyEndpointError(ClientError):
 
 _RESTRICTED_HINTS = ("is restricted, expecting header",)
 
-_NOT_READY_HINTS = ("unknown model", "is not found", "not ready", "is not available", "unavailable model")
+# "is not healthy": Triton's answer for an instance whose stub died (until the supervisor
+# unloads the model); the request did not complete there, so another endpoint may take it.
+_NOT_READY_HINTS = (
+    "unknown model",
+    "is not found",
+    "not ready",
+    "is not available",
+    "unavailable model",
+    "is not healthy",
+)
 
 _CONNECT_HINTS = ("connect", "socket closed", "connection reset", "broken pipe", "end of tcp stream")
 

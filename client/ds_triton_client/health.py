@@ -10,42 +10,82 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from ds_triton_client.balancer import Balancer
 from ds_triton_client.endpoints import Endpoint
+from ds_triton_client.inflight import InFlightRegistry
 from ds_triton_client.options import ClientOptions
 from ds_triton_client.transport.base import AsyncTransport, Op, SyncTransport, model_ready, server_ready
 
 
-def _probes(models: frozenset[str]) -> list[tuple[Op[bool], str]]:
-    """What to ask, in order, and the reason to report when the answer is no."""
-    return [(server_ready(), "server not ready")] + [
-        (model_ready(model), f"model {model!r} not ready") for model in sorted(models)
-    ]
+@dataclass(frozen=True)
+class Probe:
+    """One endpoint's answer to a health check.
+
+    Attributes:
+        reason: Why the endpoint is not ready (the first failing check); None when it is.
+        gone: Models the server answered "not ready" for. A probe that failed or timed
+            out proves nothing about a model, so those are not listed.
+    """
+
+    reason: str | None = None
+    gone: tuple[str, ...] = ()
 
 
-def probe_sync(transport: SyncTransport, models: frozenset[str], timeout: float) -> str | None:
-    """None when the server and every model are ready, else the reason."""
-    for op, reason in _probes(models):
+class _Walk:
+    """The checks of one probe, without I/O: iterate to get each question, ``answer`` each.
+
+    The server is asked first; when it is not ready its models are not asked. Every
+    model is asked even after one fails, so each vanished one is known.
+    """
+
+    def __init__(self, models: frozenset[str]) -> None:
+        self._steps: list[tuple[Op[bool], str, str | None]] = [
+            (server_ready(), "server not ready", None)
+        ] + [(model_ready(model), f"model {model!r} not ready", model) for model in sorted(models)]
+        self._answers: list[bool | None] = []
+
+    def __iter__(self) -> Iterator[Op[bool]]:
+        for op, _, model in self._steps:
+            yield op
+            if model is None and not self._answers[-1]:
+                return
+
+    def answer(self, ok: bool | None) -> None:
+        """True/False as the server answered, None when the check itself failed."""
+        self._answers.append(ok)
+
+    def verdict(self) -> Probe:
+        asked = list(zip(self._steps, self._answers, strict=False))
+        reasons = [reason for (_, reason, _), ok in asked if not ok]
+        gone = tuple(model for (_, _, model), ok in asked if ok is False and model is not None)
+        return Probe(reasons[0] if reasons else None, gone)
+
+
+def probe_sync(transport: SyncTransport, models: frozenset[str], timeout: float) -> Probe:
+    """Whether the server and each of ``models`` is ready on ``transport``'s endpoint."""
+    walk = _Walk(models)
+    for op in walk:
         try:
-            if not transport.call(op, timeout):
-                return reason
+            walk.answer(bool(transport.call(op, timeout)))
         except Exception:  # any failure means not ready; the health thread must go on
-            return reason
-    return None
+            walk.answer(None)
+    return walk.verdict()
 
 
-async def probe_async(transport: AsyncTransport, models: frozenset[str], timeout: float) -> str | None:
+async def probe_async(transport: AsyncTransport, models: frozenset[str], timeout: float) -> Probe:
     """The asyncio twin of ``probe_sync``."""
-    for op, reason in _probes(models):
+    walk = _Walk(models)
+    for op in walk:
         try:
-            if not await transport.call(op, timeout):
-                return reason
+            answer: bool = await transport.call(op, timeout)
+            walk.answer(bool(answer))
         except Exception:
-            return reason
-    return None
+            walk.answer(None)
+    return walk.verdict()
 
 
 class _Checker:
@@ -57,16 +97,21 @@ class _Checker:
         transports: Mapping[Endpoint, Any],
         models: Callable[[], frozenset[str]],
         options: ClientOptions,
+        inflight: InFlightRegistry | None = None,
     ) -> None:
         self._balancer = balancer
+        self._inflight = inflight
         self._transports = transports
         self._models = models
         self._interval = options.health_interval
         self._timeout = options.health_timeout
 
-    def _record(self, endpoints: Iterable[Endpoint], reasons: Iterable[str | None]) -> None:
-        for endpoint, reason in zip(endpoints, reasons, strict=True):
-            self._balancer.set_health(endpoint, reason is None, reason)
+    def _record(self, endpoints: Iterable[Endpoint], probes: Iterable[Probe]) -> None:
+        for endpoint, probe in zip(endpoints, probes, strict=True):
+            self._balancer.set_health(endpoint, probe.reason is None, probe.reason)
+            if self._inflight is not None:
+                for model in probe.gone:
+                    self._inflight.model_gone(endpoint, model, "health check")
 
 
 class SyncHealthChecker(_Checker):

@@ -27,6 +27,10 @@ class ClientOptions:
             (nginx ``fail_timeout``).
         health_interval: Seconds between active health checks; 0 disables them.
         health_timeout: Deadline of one health probe in seconds.
+        stranded_after: Seconds a call may stay silent, once a health check saw its model
+            gone from its endpoint, before the client ends it and fails it over. It ends
+            the streams of a generation stub that died, which Triton 2.51 never finishes;
+            calls that keep receiving (a model draining its streams) are never ended.
         max_concurrency: Requests in flight per client (bounds threads, tasks and chunks).
         pool_size: Most connections per endpoint, opened as needed. HTTP: one request at a
             time each. gRPC: channels that multiplex calls and streams; another opens
@@ -51,6 +55,7 @@ class ClientOptions:
     fail_timeout: float = 10.0
     health_interval: float = 2.0
     health_timeout: float = 1.0
+    stranded_after: float = 5.0
     max_concurrency: int = 8
     pool_size: int = 8
     ca_file: str | None = None
@@ -70,6 +75,7 @@ class ClientOptions:
             "fail_timeout": self.fail_timeout >= 0,
             "health_interval": self.health_interval >= 0,
             "health_timeout": self.health_timeout > 0,
+            "stranded_after": self.stranded_after > 0,
             "max_concurrency": self.max_concurrency >= 1,
             "pool_size": self.pool_size >= 1,
         }

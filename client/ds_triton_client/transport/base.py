@@ -16,6 +16,7 @@ import numpy as np
 
 from ds_triton_client.codec import Tensor
 from ds_triton_client.endpoints import Endpoint
+from ds_triton_client.inflight import Abort
 from ds_triton_client.options import ClientOptions
 
 T = TypeVar("T")
@@ -85,7 +86,12 @@ class SyncTransport(Protocol):
     endpoint: Endpoint
 
     def call(self, op: Op[T], timeout: float) -> T: ...
-    def generate(self, call: GenerationCall, timeout: float) -> Generator[Mapping[str, Any], None, None]: ...
+    def generate(
+        self, call: GenerationCall, timeout: float, abort: Abort | None = None
+    ) -> Generator[Mapping[str, Any], None, None]:
+        """Yield the generation's responses; ``abort`` gets how to end it from another thread."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -95,7 +101,9 @@ class AsyncTransport(Protocol):
     endpoint: Endpoint
 
     async def call(self, op: Op[T], timeout: float) -> T: ...
-    def generate(self, call: GenerationCall, timeout: float) -> AsyncGenerator[Mapping[str, Any], None]: ...
+    def generate(
+        self, call: GenerationCall, timeout: float, abort: Abort | None = None
+    ) -> AsyncGenerator[Mapping[str, Any], None]: ...
     async def close(self) -> None: ...
 
 

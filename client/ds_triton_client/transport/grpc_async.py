@@ -12,6 +12,7 @@ from typing import Any, TypeVar, cast
 from grpc import aio
 
 from ds_triton_client.endpoints import Endpoint
+from ds_triton_client.inflight import Abort
 from ds_triton_client.options import ClientOptions
 from ds_triton_client.transport.base import GenerationCall, Op
 from ds_triton_client.transport.grpc_common import GrpcTransportBase, decode, generation_request
@@ -30,7 +31,9 @@ class GrpcAsyncTransport(GrpcTransportBase):
             answer = await pending
         return cast(T, decode(op, answer))
 
-    async def generate(self, call: GenerationCall, timeout: float) -> AsyncGenerator[Mapping[str, Any], None]:
+    async def generate(
+        self, call: GenerationCall, timeout: float, abort: Abort | None = None
+    ) -> AsyncGenerator[Mapping[str, Any], None]:
         """Send one request on a new stream; yield its responses until the final one."""
         finished = asyncio.Event()
 
@@ -38,7 +41,7 @@ class GrpcAsyncTransport(GrpcTransportBase):
             yield generation_request(call)
             await finished.wait()  # half-closing early may end the stream too soon (see grpc_sync)
 
-        with self._stream(requests(), finished, timeout) as responses:
+        with self._stream(requests(), finished, timeout, abort) as responses:
             async for response in responses:
                 if outputs := self._answer(response, finished):
                     yield outputs

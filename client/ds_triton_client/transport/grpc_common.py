@@ -21,6 +21,7 @@ from tritonclient.utils import serialize_byte_tensor
 from ds_triton_client.codec import Tensor, fields_to_tensors
 from ds_triton_client.endpoints import Endpoint
 from ds_triton_client.errors import ClientError, DeadlineExceededError, error_from_status, map_error
+from ds_triton_client.inflight import Abort
 from ds_triton_client.options import ClientOptions
 from ds_triton_client.transport.base import GenerationCall, Op, Outputs, output_arrays
 
@@ -151,7 +152,7 @@ class GrpcTransportBase:
             yield getattr(stub, method)(message, timeout=timeout, metadata=self._pool.metadata)
 
     @contextlib.contextmanager
-    def _stream(self, requests: Any, finished: Any, timeout: float) -> Iterator[Any]:
+    def _stream(self, requests: Any, finished: Any, timeout: float, abort: Abort | None) -> Iterator[Any]:
         """A new ``ModelStreamInfer`` stream on a leased channel, fed by ``requests``.
 
         Failures while reading it are typed; when reading stops the request side ends
@@ -161,6 +162,8 @@ class GrpcTransportBase:
         self._guard(timeout)
         with self._pool.lease() as stub:
             responses = stub.ModelStreamInfer(requests, timeout=timeout, metadata=self._pool.metadata)
+            if abort is not None:
+                abort.bind(responses.cancel)
             try:
                 with self._typed_errors():
                     yield responses

@@ -9,6 +9,7 @@ from typing import Any, TypeVar, cast
 import grpc
 
 from ds_triton_client.endpoints import Endpoint
+from ds_triton_client.inflight import Abort
 from ds_triton_client.options import ClientOptions
 from ds_triton_client.transport.base import GenerationCall, Op
 from ds_triton_client.transport.grpc_common import GrpcTransportBase, decode, generation_request
@@ -26,7 +27,9 @@ class GrpcSyncTransport(GrpcTransportBase):
         with self._unary(op, timeout) as response:
             return cast(T, decode(op, response))
 
-    def generate(self, call: GenerationCall, timeout: float) -> Generator[Mapping[str, Any], None, None]:
+    def generate(
+        self, call: GenerationCall, timeout: float, abort: Abort | None = None
+    ) -> Generator[Mapping[str, Any], None, None]:
         """Send one request on a new stream; yield its responses until the final one."""
         finished = threading.Event()
 
@@ -36,7 +39,7 @@ class GrpcSyncTransport(GrpcTransportBase):
             # early lets some servers end the stream before the last response.
             finished.wait()
 
-        with self._stream(requests(), finished, timeout) as responses:
+        with self._stream(requests(), finished, timeout, abort) as responses:
             for response in responses:
                 if outputs := self._answer(response, finished):
                     yield outputs

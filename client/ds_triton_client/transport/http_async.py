@@ -13,6 +13,7 @@ from typing import Any, TypeVar, cast
 import aiohttp
 
 from ds_triton_client import errors
+from ds_triton_client.inflight import Abort
 from ds_triton_client.sse import SSEParser
 from ds_triton_client.transport import http_common as http
 from ds_triton_client.transport.base import GenerationCall, Op
@@ -57,9 +58,13 @@ class HttpAsyncTransport(http.HttpTransportBase):
         async with self._send(http.encode(op, self._options), timeout) as response:
             return cast(T, http.decode(op, await response.read(), response.headers))
 
-    async def generate(self, call: GenerationCall, timeout: float) -> AsyncGenerator[Mapping[str, Any], None]:
+    async def generate(
+        self, call: GenerationCall, timeout: float, abort: Abort | None = None
+    ) -> AsyncGenerator[Mapping[str, Any], None]:
         """The one JSON answer of ``/generate``, or each event of ``/generate_stream``."""
         async with self._send(http.generate_request(call, self._options), timeout) as response:
+            if abort is not None:
+                abort.bind(response.close)
             if not call.stream:
                 yield http.generate_answer(await response.read())
                 return

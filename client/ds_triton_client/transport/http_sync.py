@@ -16,6 +16,7 @@ import urllib3
 
 from ds_triton_client import errors
 from ds_triton_client.endpoints import Endpoint
+from ds_triton_client.inflight import Abort
 from ds_triton_client.options import ClientOptions
 from ds_triton_client.sse import SSEParser
 from ds_triton_client.transport import http_common as http
@@ -63,11 +64,25 @@ class HttpSyncTransport(http.HttpTransportBase):
         response = self._send(http.encode(op, self._options), timeout)
         return cast(T, http.decode(op, response.data, response.headers))
 
-    def generate(self, call: GenerationCall, timeout: float) -> Generator[Mapping[str, Any], None, None]:
-        """The one JSON answer of ``/generate``, or each event of ``/generate_stream``."""
-        response = self._send(http.generate_request(call, self._options), timeout, stream=call.stream)
+    def generate(
+        self, call: GenerationCall, timeout: float, abort: Abort | None = None
+    ) -> Generator[Mapping[str, Any], None, None]:
+        """The one JSON answer of ``/generate``, or each event of ``/generate_stream``.
+
+        Both bodies are read as streams, so ``abort`` can shut the socket under a waiting read.
+        """
+        response = self._send(http.generate_request(call, self._options), timeout, stream=True)
+        if abort is not None:
+            abort.bind(response.shutdown)
         if not call.stream:
-            yield http.generate_answer(response.data)
+            try:
+                yield http.generate_answer(response.read())
+            except errors.ClientError:
+                raise
+            except Exception as exc:
+                raise errors.map_error(exc, self.endpoint.url) from exc
+            finally:
+                response.release_conn()
             return
         parser = SSEParser()
         # The read timeout bounds each read; this bounds the whole stream.
