@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Literal
+from typing import Any, Literal
 
 from ds_triton_perf.outcome import Outcome, RequestFn
 from ds_triton_perf.targets.client import measuring_client
@@ -18,11 +18,14 @@ from ds_triton_perf.targets.client import measuring_client
 
 @asynccontextmanager
 async def open_generation_target(url: str, model: str, requests: Sequence[tuple[str, int]],
-                                 protocol: Literal["http", "grpc"] = "http") -> AsyncIterator[RequestFn]:
+                                 protocol: Literal["http", "grpc"] = "http",
+                                 sampling: Mapping[str, Any] | None = None) -> AsyncIterator[RequestFn]:
     """A request function streaming one ``(prompt, max_tokens)`` per call, round-robin.
 
-    Decoding is greedy with EOS ignored, so every request yields exactly ``max_tokens``.
+    Decoding is greedy with EOS ignored, so every request yields exactly ``max_tokens``;
+    ``sampling`` adds keys to every request (e.g. ``{"logprobs": 5}`` to measure their cost).
     """
+    extra = dict(sampling or {})
     cycle = itertools.cycle(requests)
     async with measuring_client(url, protocol) as client:
         await client.model_info(model)
@@ -31,7 +34,7 @@ async def open_generation_target(url: str, model: str, requests: Sequence[tuple[
             prompt, max_tokens = next(cycle)
             times: list[float] = []
             async for _piece in client.stream(prompt, model=model, temperature=0, max_tokens=max_tokens,
-                                              ignore_eos=True):
+                                              ignore_eos=True, **extra):
                 times.append(time.perf_counter())
             return Outcome(items=len(times), token_times=times)
 
