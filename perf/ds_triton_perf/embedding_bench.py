@@ -17,7 +17,13 @@ from pathlib import Path
 from ds_triton_perf.loadgen import LoadResult, LoadSpec, run_load
 from ds_triton_perf.perf_analyzer import PaRun, run_perf_analyzer
 from ds_triton_perf.results import BenchResults, LoadRun, PaPoint
-from ds_triton_perf.scenarios import LoadgenScenario, ModelScenarios, PerfAnalyzerScenario, resolve_rate
+from ds_triton_perf.scenarios import (
+    LoadgenScenario,
+    ModelScenarios,
+    PerfAnalyzerScenario,
+    ScenarioError,
+    resolve_rate,
+)
 from ds_triton_perf.server_side import StatsProbe
 from ds_triton_perf.steps import StepLog
 from ds_triton_perf.systems import ServerUrls, open_system
@@ -89,7 +95,13 @@ class EmbeddingBench:
                     requested: float | str) -> None:
         model = self.scenarios.model
         best = self.results.best_rps(model, endpoint.system, scenario.texts)
-        level = resolve_rate(requested, best) if scenario.mode == "open" else float(requested)
+        try:
+            level = resolve_rate(requested, best) if scenario.mode == "open" else float(requested)
+        except ScenarioError as exc:  # its closed loop completed nothing: one skipped point, not a crash
+            self.results.notes.append(f"{model} {scenario.name} {endpoint.system} {requested}: "
+                                      f"skipped, {exc}")
+            self.log.detail(f"skipped: {exc}")
+            return
         spec = LoadSpec(
             mode=scenario.mode, concurrency=int(level) if scenario.mode == "closed" else 1,
             rate=level if scenario.mode == "open" else 0.0, distribution=scenario.distribution,
@@ -122,7 +134,11 @@ class EmbeddingBench:
         batch_sizes = scenario.batch_sizes[:2] if self.quick else scenario.batch_sizes
         best = self.results.best_rps(model, "triton", scenario.texts)
         for requested in sweep:
-            level = resolve_rate(requested, best) if scenario.mode == "request_rate" else float(requested)
+            try:
+                level = resolve_rate(requested, best) if scenario.mode == "request_rate" else float(requested)
+            except ScenarioError as exc:
+                self.results.notes.append(f"{model} {scenario.name} {requested}: skipped, {exc}")
+                continue
             for batch_size in batch_sizes:
                 run = PaRun(
                     model=model,
