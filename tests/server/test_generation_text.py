@@ -7,12 +7,10 @@ them (U+FFFD), in the last response, not be dropped.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 
 from ds_triton.server_process.tritonserver import TritonServer
+from ds_triton.spec import ModelSpec
 from tests.server.generation_client import BPE_MODEL, grpc_generate, hf_greedy_reference, vllm_inputs
 
 pytestmark = pytest.mark.server
@@ -21,8 +19,8 @@ PROMPTS = ["hello world", "naïve café", "中文字符 テキスト", "emoji �
 
 
 def test_byte_level_bpe_streams_equal_hf_decode_of_the_same_tokens(tight_server: TritonServer) -> None:
-    config = tight_server.options.model_repository / BPE_MODEL / "1" / "model.json"
-    reference = hf_greedy_reference(Path(json.loads(config.read_text())["checkpoint"]))
+    version_dir = tight_server.options.model_repository / BPE_MODEL / "1"
+    reference = hf_greedy_reference(ModelSpec.load(version_dir).resolve_checkpoint(version_dir))
     lengths = [40, 17, 33, 25]
     requests = [
         vllm_inputs(p, True, {"temperature": 0, "max_tokens": n, "ignore_eos": True}, counts=True)
