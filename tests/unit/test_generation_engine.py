@@ -345,3 +345,16 @@ def test_the_engine_thread_decodes_with_its_own_tokenizer(loaded: LoadedModel) -
     assert engine._decoding_tokenizer is not engine.tokenizer  # prompts are encoded with the other
     run_until_idle(engine)
     assert sink.text == hf_greedy(loaded, "Hello", 3)[0]
+
+
+def test_the_gpu_way_of_one_token_copy_per_step_gives_the_same_streams(loaded: LoadedModel) -> None:
+    """On a GPU the first tokens wait for the decode forward's copy; tested here on the CPU."""
+    engine = make_engine(loaded, max_prefill_tokens=8)
+    engine.early_first_tokens = False
+    sinks = [RecordingSink() for _ in PROMPTS]
+    for prompt, sink in zip(PROMPTS, sinks, strict=True):
+        engine.submit(greedy(prompt, 12), sink)
+        engine.step()
+    run_until_idle(engine)
+    for prompt, sink in zip(PROMPTS, sinks, strict=True):
+        assert sink.text == hf_greedy(loaded, prompt, 12)[0], prompt

@@ -108,6 +108,8 @@ class GenerationEngine:
         self.vocab_size = vocab_size or len(tokenizer)
         self._sampler = Sampler(self.vocab_size, options.max_concurrent_sequences, options.logprobs_mode)
         self._token_texts = TokenTexts(self._decoding_tokenizer)  # engine thread only
+        # See _forward: on a CPU the host has the first tokens without waiting for anything.
+        self.early_first_tokens = runner.device.type == "cpu"
 
     # -- any thread -------------------------------------------------------------
 
@@ -231,34 +233,49 @@ class GenerationEngine:
         self._drop_cancelled()
         self._admit()
         work = _StepWork()
-        host_tokens, host_logprobs = self._forward(work)
-        self._deliver(work, host_tokens, host_logprobs)
+        self._forward(work)
+        for sequence in work.first_tokens:  # prefilled: they decode from the next step on
+            self._prefilling.remove(sequence)
+            if not sequence.finished:
+                self._batch.start_running(sequence, sequence.token_ids[-1])
         self._retire_finished()
         self._report(work)
 
-    def _forward(self, work: _StepWork) -> tuple[list[int], list[TokenLogprobs | None]]:
-        """Run this step's prefill and decode forwards; their sampled tokens (and the
-        log-probabilities asked for), on the host."""
-        sampled: list[SampledTokens] = []
+    def _forward(self, work: _StepWork) -> None:
+        """Run this step's prefill and decode forwards and hand their tokens to the sequences.
+
+        On a GPU the tokens of both forwards reach the host in one copy at the end,
+        the step's only sync (the log-probabilities asked for, computed before it,
+        follow without waiting). On a CPU a copy costs nothing, so the first tokens
+        of new prompts are handed over before the decode forward: time to first
+        token does not include it.
+        """
+        pending: list[tuple[list[Sequence], SampledTokens]] = []
         work.prefill = plan_prefill(self._prefilling, self.options.max_prefill_tokens)
         if work.prefill is not None:
             first_tokens = self._prefill(work, work.prefill)
             if first_tokens is not None:
-                sampled.append(first_tokens)
+                if self.early_first_tokens:
+                    self._deliver(
+                        work.first_tokens, first_tokens.tokens.tolist(), first_tokens.host_logprobs()
+                    )
+                else:
+                    pending.append((work.first_tokens, first_tokens))
         running = self._batch.running_sequences()
         if running:
             next_tokens = self._decode(work, running)
             if next_tokens is not None:
-                sampled.append(next_tokens)
+                pending.append((running, next_tokens))
                 work.decoded = running
         work.ended = time.perf_counter()
-        if not sampled:
-            return [], []
-        tokens = [s.tokens for s in sampled]
-        # The step's one device-to-host transfer (its only sync on a GPU); the
-        # log-probabilities, computed before it, follow without waiting.
-        host_tokens = (torch.cat(tokens) if len(tokens) > 1 else tokens[0]).tolist()
-        return host_tokens, [value for s in sampled for value in s.host_logprobs()]
+        if pending:
+            # The step's one device-to-host transfer (its only sync on a GPU).
+            host = torch.cat([sampled.tokens for _, sampled in pending]).tolist()
+            self._deliver(
+                [s for sequences, _ in pending for s in sequences],
+                host,
+                [value for _, sampled in pending for value in sampled.host_logprobs()],
+            )
 
     def _prefill(self, work: _StepWork, chunk: PrefillChunk[Sequence]) -> SampledTokens | None:
         """Prefill ``chunk``; the first tokens of the sequences whose prompt it completes."""
@@ -267,19 +284,21 @@ class GenerationEngine:
             s.prompt_ids[chunk.start : chunk.start + n]
             for s, n in zip(sequences, chunk.lengths, strict=True)
         ]
+        done = [i for i in range(len(sequences)) if chunk.completes(i)]
         started = time.perf_counter()
         scored = [i for i, s in enumerate(sequences) if s.params.prompt_logprobs is not None]
         try:
-            logits = self._batch.prefill(sequences, pieces, chunk.start, every_position=bool(scored))
-            if scored:
+            logits = self._batch.prefill(
+                sequences, pieces, chunk.start, every_position=bool(scored), logits=bool(done)
+            )
+            if scored and logits is not None:
                 self._score_prompts(chunk, scored, logits)
                 last = torch.tensor([len(p) - 1 for p in pieces], device=logits.device)
                 logits = logits[torch.arange(len(pieces), device=logits.device), last]
             for sequence, length in zip(sequences, chunk.lengths, strict=True):
                 sequence.prefilled += length
-            done = [i for i in range(len(sequences)) if chunk.completes(i)]
             tokens = None
-            if done:
+            if done and logits is not None:
                 if len(done) < len(sequences):  # some prompts continue in the next chunk
                     index = self.runner.to_device(torch.tensor(done, dtype=torch.long))
                     logits = logits.index_select(0, index)
@@ -325,16 +344,11 @@ class GenerationEngine:
         )  # fmt: skip
 
     def _deliver(
-        self, work: _StepWork, host_tokens: list[int], host_logprobs: list[TokenLogprobs | None]
+        self, sequences: list[Sequence], tokens: list[int], logprobs: list[TokenLogprobs | None]
     ) -> None:
-        """Hand each sampled token to its sequence; newly prefilled ones start decoding."""
-        sequences = [*work.first_tokens, *work.decoded]
-        for sequence, token, logprobs in zip(sequences, host_tokens, host_logprobs, strict=True):
-            self._accept(sequence, token, logprobs)
-        for sequence in work.first_tokens:
-            self._prefilling.remove(sequence)
-            if not sequence.finished:
-                self._batch.start_running(sequence, sequence.token_ids[-1])
+        """Hand each sampled token (and its log-probabilities) to its sequence."""
+        for sequence, token, values in zip(sequences, tokens, logprobs, strict=True):
+            self._accept(sequence, token, values)
 
     def _accept(self, sequence: Sequence, token: int, logprobs: TokenLogprobs | None) -> None:
         try:

@@ -53,13 +53,16 @@ class ModelRunner:
         chunks: Sequence[Sequence[int]],
         start: int,
         every_position: bool = False,
-    ) -> torch.Tensor:
+        logits: bool = True,
+    ) -> torch.Tensor | None:
         """Write ``chunks[i]`` into cache row ``rows[i]`` from column ``start``.
 
         Every row must hold exactly ``start`` tokens already. Returns the logits
-        (len(rows), vocab) at each row's last chunk token, or with
-        ``every_position`` (prompt log-probabilities) the logits (len(rows),
-        longest chunk, vocab) at every chunk position.
+        (len(rows), vocab) at each row's last chunk token; with ``every_position``
+        (prompt log-probabilities) the logits (len(rows), longest chunk, vocab) at
+        every chunk position; neither (None) without ``logits``: a chunk in the
+        middle of a prompt skips the LM head, which reads the whole vocabulary's
+        weights.
         """
         width = max(len(c) for c in chunks)
         ids = torch.full((len(chunks), width), self.pad_token_id, dtype=torch.long)
@@ -79,7 +82,10 @@ class ModelRunner:
         positions = positions.expand(len(chunks), width)
         if every_position:
             return self._run(self.to_device(ids), positions, None, cache, None, every=True)
-        return self._run(self.to_device(ids), positions, None, cache, self.to_device(last))
+        if not logits:
+            last = last[:, :0]  # keep no position: no logits at all
+        result = self._run(self.to_device(ids), positions, None, cache, self.to_device(last))
+        return result if logits else None
 
     def to_device(self, tensor: torch.Tensor) -> torch.Tensor:
         """A host tensor on the model's device without a sync: a GPU copies it from pinned
@@ -148,6 +154,8 @@ class ModelRunner:
             return logits
         if last is None:
             return logits[:, -1, :]
+        if last.shape[1] == 0:
+            return logits[:, :0, :]
         if self._logits_to_keep:
             return logits[:, 0, :]
         return logits.gather(1, last.unsqueeze(-1).expand(-1, -1, logits.shape[-1])).squeeze(1)

@@ -57,16 +57,18 @@ class RunningBatch(Generic[T]):
         chunks: Sequence[Sequence[int]],
         start: int,
         every_position: bool = False,
-    ) -> torch.Tensor:
+        logits: bool = True,
+    ) -> torch.Tensor | None:
         """Write prompt ``chunks`` of ``sequences`` (each holding ``start`` tokens); their logits.
 
-        With ``every_position``, the logits of every chunk position (``ModelRunner.prefill``).
+        With ``every_position``, the logits of every chunk position; without
+        ``logits``, none (``ModelRunner.prefill``).
         """
         rows = [self.table.row_of(s) for s in sequences]
-        logits = self.runner.prefill(self.cache, rows, chunks, start, every_position)
+        result = self.runner.prefill(self.cache, rows, chunks, start, every_position, logits)
         for row, chunk in zip(rows, chunks, strict=True):
             self._set_length(row, start + len(chunk))
-        return logits
+        return result
 
     @torch.inference_mode()
     def start_running(self, sequence: T, first_token: int) -> None:
