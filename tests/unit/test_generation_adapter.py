@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import queue
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from ds_triton.backend.generation_metrics import TritonMetricsPublisher
 from ds_triton.devices import Placement
 from ds_triton.errors import CapacityError, InvalidInputError
 from ds_triton.generation.metrics import MetricsAggregator
-from ds_triton.generation.outbox import CancellationWatcher
+from ds_triton.generation.outbox import CancellationWatcher, SendQueue
 from ds_triton.generation.params import SamplingParams
 from ds_triton.generation.request import GenerationRequest
 from ds_triton.generation.sequence import FinishReason, GenerationOutput
@@ -35,10 +34,16 @@ FINAL = pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 
 def make_sink(
     request: pb.DecoupledRequest, watcher: CancellationWatcher, **flags: bool
-) -> tuple[adapter.TritonSink, queue.Queue[Any]]:
-    responses: queue.Queue[Any] = queue.Queue()
+) -> tuple[adapter.TritonSink, SendQueue[adapter.TritonSink]]:
+    responses: SendQueue[adapter.TritonSink] = SendQueue()
     parsed = GenerationRequest("p", SamplingParams(), stream=True, exclude_input_in_output=True, **flags)
     return adapter.TritonSink(request, request.sender, responses, parsed, watcher), responses
+
+
+def next_sink(responses: SendQueue[adapter.TritonSink]) -> adapter.TritonSink:
+    sink = responses.get()
+    assert sink is not None
+    return sink
 
 
 def out(text: str, reason: FinishReason | None = None) -> GenerationOutput:
@@ -55,11 +60,12 @@ def test_tokens_stream_without_the_final_flag_until_the_last_one() -> None:
     request = pb.DecoupledRequest([])
     sink, responses = make_sink(request, CancellationWatcher(0.02), return_finish_reason=True)
     sink.send(out(" a"))
-    responses.get_nowait().flush()
+    next_sink(responses).flush()
     sink.send(out(" b"))
     sink.send(out(" c", FinishReason.LENGTH))  # the client lagged: both go in one response
-    responses.get_nowait().flush()
-    assert responses.empty()
+    next_sink(responses).flush()
+    responses.close()
+    assert responses.get() is None  # nothing else was queued
     (first, flags0), (last, flags1) = request.sender.sent
     assert (text_of(first), flags0) == (" a", 0)
     assert (text_of(last), flags1) == (" b c", FINAL)
@@ -77,7 +83,7 @@ def test_cancellation_ends_with_a_cancelled_error_and_the_request_is_not_polled_
     watcher.poll_once()
     assert sink.is_cancelled()  # what the engine reads: a flag, no round trip
     sink.send(out("", FinishReason.CANCELLED))
-    responses.get_nowait().flush()
+    next_sink(responses).flush()
     ((response, flags),) = request.sender.sent
     assert flags == FINAL and response.error() is not None
     assert response.error().code() == pb.TritonError.CANCELLED
@@ -98,7 +104,7 @@ def test_an_error_is_the_final_response_with_its_code(error: BaseException, code
     sink, responses = make_sink(request, watcher)
     sink.send(out(" a"))
     sink.fail(error)  # replaces what was not sent yet
-    responses.get_nowait().flush()
+    next_sink(responses).flush()
     ((response, flags),) = request.sender.sent
     assert flags == FINAL and response.error().code() == code
     watcher.poll_once()

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from ds_triton.generation.outbox import CancellationWatcher, Outbox, merge_outputs
+from ds_triton.generation.outbox import CancellationWatcher, Outbox, SendQueue, merge_outputs
 from ds_triton.generation.sequence import FinishReason, GenerationOutput
 
 
@@ -98,3 +98,14 @@ def test_the_watcher_thread_polls_every_interval_and_stops() -> None:
     finally:
         watcher.stop()
     assert not any(t.name == "generation-cancellation" for t in threading.enumerate())
+
+
+def test_first_responses_are_sent_ahead_and_close_drains_the_rest() -> None:
+    queue: SendQueue[str] = SendQueue()
+    queue.put("stream a, token 5")
+    queue.put("stream b, token 9")
+    queue.put("stream c, first token", first=True)
+    queue.close()
+    assert [queue.get() for _ in range(4)] == [
+        "stream c, first token", "stream a, token 5", "stream b, token 9", None,
+    ]

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import threading
 from typing import Any
 
@@ -36,7 +35,7 @@ from ds_triton.generation.engine import GenerationEngine
 from ds_triton.generation.logprobs import logprobs_json
 from ds_triton.generation.metrics import MetricsAggregator
 from ds_triton.generation.model_runner import ModelRunner
-from ds_triton.generation.outbox import CancellationWatcher, Outbox
+from ds_triton.generation.outbox import CancellationWatcher, Outbox, SendQueue
 from ds_triton.generation.request import FLAG_INPUTS, GenerationRequest, RawGenerationInputs
 from ds_triton.generation.sequence import FinishReason, GenerationOutput
 from ds_triton.loading import load_model
@@ -89,7 +88,7 @@ class GenerationHandler:
             {"model": context.model_name, "version": context.version_dir.name}, aggregator
         )
         self._watcher = CancellationWatcher(CANCEL_POLL_SECONDS)
-        self._responses: queue.Queue[TritonSink | None] = queue.Queue()
+        self._responses: SendQueue[TritonSink] = SendQueue()
         self._response_thread = threading.Thread(
             target=self._send_responses, name="generation-responses"
         )
@@ -130,7 +129,7 @@ class GenerationHandler:
         if not self._engine.drain(timeout):
             LOG.warning("requests still in flight after %.0f s get UNAVAILABLE", timeout)
         self._engine.stop()
-        self._responses.put(None)  # after every response queued before it
+        self._responses.close()  # the thread sends everything queued, then ends
         self._response_thread.join()
         self._watcher.stop()
         self._metrics.close()
@@ -171,7 +170,7 @@ class TritonSink:
         self,
         request: Any,
         sender: Any,
-        responses: queue.Queue[TritonSink | None],
+        responses: SendQueue[TritonSink],
         parsed: GenerationRequest,
         watcher: CancellationWatcher,
     ) -> None:
@@ -179,6 +178,7 @@ class TritonSink:
         self._responses = responses
         self._parsed = parsed
         self._outbox = Outbox()
+        self._sent_any = False  # set by the sending thread; read by the engine thread
         self._watcher = watcher
         self._cancel = watcher.watch(request.is_cancelled)
 
@@ -187,11 +187,11 @@ class TritonSink:
 
     def send(self, output: GenerationOutput) -> None:
         if self._outbox.put(output):
-            self._responses.put(self)
+            self._responses.put(self, first=not self._sent_any)
 
     def fail(self, error: BaseException) -> None:
         if self._outbox.put_error(error):
-            self._responses.put(self)
+            self._responses.put(self, first=not self._sent_any)
 
     def close(self) -> None:
         """Stop watching for cancellation (before the final response; Triton may then free it)."""
@@ -209,6 +209,7 @@ class TritonSink:
             return
         if not output.final:
             self._sender.send(pb_utils.InferenceResponse(output_tensors=self._tensors(output)), flags=0)
+            self._sent_any = True
             return
         self.close()
         if output.finish_reason is FinishReason.CANCELLED:

@@ -18,8 +18,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from ds_triton.generation.sequence import GenerationOutput
 
@@ -87,6 +89,46 @@ class Outbox:
             return False
         self._scheduled = True
         return True
+
+
+T = TypeVar("T")
+
+
+class SendQueue(Generic[T]):
+    """What the sending thread works through: a stream's first response goes ahead of the rest.
+
+    With many streams the sender can fall behind the engine; an ongoing stream
+    then only gets its tokens merged into fewer responses, but a new stream's
+    first token waiting behind everyone else's would add to its time to first
+    token. ``get`` returns None once the queue is closed and empty.
+    """
+
+    def __init__(self) -> None:
+        self._first: deque[T] = deque()
+        self._rest: deque[T] = deque()
+        self._ready = threading.Condition()
+        self._closed = False
+
+    def put(self, item: T, first: bool = False) -> None:
+        with self._ready:
+            (self._first if first else self._rest).append(item)
+            self._ready.notify()
+
+    def get(self) -> T | None:
+        with self._ready:
+            while not self._first and not self._rest and not self._closed:
+                self._ready.wait()
+            if self._first:
+                return self._first.popleft()
+            if self._rest:
+                return self._rest.popleft()
+            return None
+
+    def close(self) -> None:
+        """No more items; ``get`` drains what is queued, then returns None."""
+        with self._ready:
+            self._closed = True
+            self._ready.notify_all()
 
 
 class CancelFlag:
