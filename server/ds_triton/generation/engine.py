@@ -34,6 +34,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -285,9 +286,9 @@ class GenerationEngine:
             for s, n in zip(sequences, chunk.lengths, strict=True)
         ]
         done = [i for i in range(len(sequences)) if chunk.completes(i)]
-        started = time.perf_counter()
         scored = [i for i, s in enumerate(sequences) if s.params.prompt_logprobs is not None]
-        try:
+
+        def run() -> SampledTokens | None:
             logits = self._batch.prefill(
                 sequences, pieces, chunk.start, every_position=bool(scored), logits=bool(done)
             )
@@ -297,20 +298,17 @@ class GenerationEngine:
                 logits = logits[torch.arange(len(pieces), device=logits.device), last]
             for sequence, length in zip(sequences, chunk.lengths, strict=True):
                 sequence.prefilled += length
-            tokens = None
-            if done and logits is not None:
-                if len(done) < len(sequences):  # some prompts continue in the next chunk
-                    index = self.runner.to_device(torch.tensor(done, dtype=torch.long))
-                    logits = logits.index_select(0, index)
-                tokens = self._sample(logits, [sequences[i] for i in done])
-                work.first_tokens = [sequences[i] for i in done]
-        except Exception as exc:  # a failed prefill fails its sequences, not the engine
-            LOG.exception("prefill forward failed; failing %d sequences", len(sequences))
-            self._fail(sequences, exc)
-            return None
-        finally:
-            work.forward_seconds += time.perf_counter() - started
-        return tokens
+            if not done or logits is None:
+                return None
+            if len(done) < len(sequences):  # some prompts continue in the next chunk
+                index = self.runner.to_device(torch.tensor(done, dtype=torch.long))
+                logits = logits.index_select(0, index)
+            completed = [sequences[i] for i in done]
+            sampled = self._sample(logits, completed)
+            work.first_tokens = completed
+            return sampled
+
+        return self._guarded(work, "prefill", sequences, run)
 
     def _score_prompts(self, chunk: PrefillChunk[Sequence], rows: list[int], logits: torch.Tensor) -> None:
         """``prompt_logprobs`` of chunk rows ``rows``: the logits at chunk position p score
@@ -323,18 +321,31 @@ class GenerationEngine:
             sequence.add_prompt_logprobs(self._token_texts.entries(values), first=start == 0)
 
     def _decode(self, work: _StepWork, running: list[Sequence]) -> SampledTokens | None:
+        def run() -> SampledTokens:
+            sampled = self._sample(self._batch.decode(), running)
+            self._batch.advance(sampled.tokens)
+            return sampled
+
+        return self._guarded(work, "decode", running, run)
+
+    def _guarded(
+        self,
+        work: _StepWork,
+        phase: str,
+        sequences: list[Sequence],
+        run: Callable[[], SampledTokens | None],
+    ) -> SampledTokens | None:
+        """``run()`` (a forward pass and its sampling), timed; if it fails, it fails
+        ``sequences``, not the engine, and gives None."""
         started = time.perf_counter()
         try:
-            logits = self._batch.decode()
-            sampled = self._sample(logits, running)
-            self._batch.advance(sampled.tokens)
-        except Exception as exc:  # a failed decode fails the running sequences, not the engine
-            LOG.exception("decode forward failed; failing %d sequences", len(running))
-            self._fail(running, exc)
+            return run()
+        except Exception as exc:
+            LOG.exception("%s forward failed; failing %d sequences", phase, len(sequences))
+            self._fail(sequences, exc)
             return None
         finally:
             work.forward_seconds += time.perf_counter() - started
-        return sampled
 
     def _sample(self, logits: torch.Tensor, sequences: list[Sequence]) -> SampledTokens:
         """Next token of each row of ``logits`` (one row per sequence), on the device."""
