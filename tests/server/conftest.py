@@ -14,7 +14,8 @@ import pytest
 from ds_triton.server_process.tritonserver import TritonServer
 from ds_triton.spec import ModelSpec
 from tests.conftest import MODEL_REPOSITORY, StartServer
-from tests.server.generation_client import BPE_MODEL, MODEL, PROCESSED_MODEL, make_byte_level_qwen2
+from tests.repository.tiny_checkpoints import make_byte_level_qwen2
+from tests.server.generation_client import BPE_MODEL, MODEL, PROCESSED_MODEL
 
 ROOT = Path(__file__).resolve().parents[2]
 

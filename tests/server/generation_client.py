@@ -24,7 +24,7 @@ import tritonclient.grpc as grpcclient
 from ds_triton.server_process.tritonserver import TritonServer
 
 MODEL = "text_generation"
-BPE_MODEL = "qwen2_byte_bpe"  # a tiny Qwen2 with a byte-level BPE tokenizer (make_byte_level_qwen2)
+BPE_MODEL = "qwen2_byte_bpe"  # tiny_checkpoints.make_byte_level_qwen2
 PROCESSED_MODEL = "llama_processed"  # the shipped model with "logprobs_mode": "processed_logprobs"
 CHECKPOINT = Path(__file__).resolve().parents[2] / "model_repository/text_generation/1/checkpoint"
 
@@ -207,32 +207,3 @@ def prompt_tokens(checkpoint: Path, prompt: str) -> int:
     from transformers import AutoTokenizer
 
     return len(AutoTokenizer.from_pretrained(checkpoint)(prompt)["input_ids"])
-
-
-def make_byte_level_qwen2(target: Path) -> Path:
-    """A 2-layer Qwen2 with random weights and a byte-level BPE tokenizer trained here."""
-    import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    from tests.unit.generation_support import byte_level_bpe_tokenizer
-
-    tokenizer = byte_level_bpe_tokenizer()
-    tokenizer.save_pretrained(target)
-    torch.manual_seed(7)
-    config = Qwen2Config(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        initializer_range=0.2,  # well-separated random logits: greedy does not hinge on round-off
-        bos_token_id=tokenizer.eos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    model = Qwen2ForCausalLM(config).eval()
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.save_pretrained(target)
-    return target

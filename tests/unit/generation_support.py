@@ -114,28 +114,3 @@ def hf_greedy(loaded: LoadedModel, prompt: str, max_tokens: int) -> tuple[str, i
     full = tokenizer.decode(out[0].tolist(), skip_special_tokens=True)
     prompt_text = tokenizer.decode(inputs["input_ids"][0].tolist(), skip_special_tokens=True)
     return full[len(prompt_text) :], out.shape[1] - inputs["input_ids"].shape[1]
-
-
-BPE_CORPUS = ["hello world, the quick brown fox", "naïve café 中文字符 テキスト 😀🎉", "emoji 😀 and more"]
-
-
-def byte_level_bpe_tokenizer() -> Any:
-    """A byte-level BPE tokenizer (GPT-2/Qwen2 style) trained here on a little multilingual text.
-
-    Its vocabulary is small, so multi-byte characters it did not merge are split
-    over byte tokens and a stream can stop inside one.
-    """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    backend = Tokenizer(models.BPE())
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.decoder = decoders.ByteLevel()
-    end = "<|endoftext|>"
-    trainer = trainers.BpeTrainer(
-        vocab_size=300, special_tokens=[end], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-    )
-    backend.train_from_iterator(BPE_CORPUS * 20, trainer)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend, eos_token=end, pad_token=end, model_max_length=256
-    )

@@ -9,13 +9,11 @@ decode mask is additive rather than boolean.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from ds_triton.generation.model_runner import ModelRunner
 from ds_triton.loading import LoadedModel
-from tests.repository.tiny_checkpoints import DECODER_DIM, SEED, VOCAB_SIZE, make_opt, save_tokenizer
+from tests.repository.tiny_checkpoints import make_gpt2, make_opt
 from tests.unit.generation_support import (
     RecordingSink,
     greedy,
@@ -32,30 +30,6 @@ PROMPTS = [
     "walking towards the sunset",
 ]
 LENGTHS = [14, 6, 20, 9]
-
-
-def make_gpt2(target: Path) -> Path:
-    """A 2-layer GPT-2 with random weights."""
-    import torch
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    tokenizer = save_tokenizer(target, causal=True)
-    torch.manual_seed(SEED)
-    config = GPT2Config(
-        vocab_size=VOCAB_SIZE,
-        n_embd=DECODER_DIM,
-        n_layer=2,
-        n_head=2,
-        n_positions=256,
-        initializer_range=0.2,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    model = GPT2LMHeadModel(config).eval()
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.save_pretrained(target)
-    return target
 
 
 @pytest.fixture(scope="module", params=["gpt2", "opt"])

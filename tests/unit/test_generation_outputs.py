@@ -18,7 +18,8 @@ from ds_triton.generation.request import GenerationRequest
 from ds_triton.generation.sequence import FinishReason, GenerationOutput, Sequence
 from ds_triton.generation.special_tokens import text_decoder
 from ds_triton.generation.stopping import StopStringMatcher
-from tests.unit.generation_support import RecordingSink, byte_level_bpe_tokenizer
+from tests.repository.tiny_checkpoints import byte_level_bpe_tokenizer
+from tests.unit.generation_support import RecordingSink
 
 CHECKPOINT = Path(__file__).resolve().parents[2] / "model_repository/text_generation/1/checkpoint"
 PROMPT = "Tokens:"

@@ -9,7 +9,7 @@ import pytest
 
 from ds_triton.generation.detokenizer import IncrementalDetokenizer
 from ds_triton.generation.stopping import StopStringMatcher
-from tests.unit.generation_support import byte_level_bpe_tokenizer
+from tests.repository.tiny_checkpoints import byte_level_bpe_tokenizer
 
 CHECKPOINT = Path(__file__).resolve().parents[2] / "model_repository/text_generation/1/checkpoint"
 
