@@ -5,8 +5,6 @@ Only what ``ds_triton.backend`` uses; server-level tests use the real backend.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 
@@ -71,14 +69,6 @@ def get_input_tensor_by_name(request: InferenceRequest, name: str) -> Tensor | N
 
 def get_output_tensor_by_name(response: InferenceResponse, name: str) -> Tensor | None:
     return next((t for t in response.output_tensors if t.name() == name), None)
-
-
-class Logger:
-    @staticmethod
-    def log_info(message: Any) -> None:
-        pass
-
-    log_warn = log_error = log_verbose = log_info
 
 
 TRITONSERVER_RESPONSE_COMPLETE_FINAL = 1
