@@ -8,7 +8,7 @@ with Client("http://127.0.0.1:8000") as client:
 from ds_triton_client._version import __version__
 from ds_triton_client.aclient import AsyncClient
 from ds_triton_client.client import Client
-from ds_triton_client.codec import Candidate, GenerationResult, TokenLogprob
+from ds_triton_client.codec import Candidate, GenerationPiece, GenerationResult, TokenLogprob
 from ds_triton_client.endpoints import Endpoint, parse_endpoints
 from ds_triton_client.errors import (
     ClientClosedError,
@@ -34,6 +34,7 @@ __all__ = [
     "ClientOptions",
     "DeadlineExceededError",
     "Endpoint",
+    "GenerationPiece",
     "GenerationResult",
     "InvalidInputError",
     "ModelNotReadyError",

@@ -171,11 +171,6 @@ class BaseClient:
         """The responses of one generation joined, attributed to the endpoint that served them."""
         return combine_pieces((generation_piece(o) for o in responses), endpoint.url)
 
-    @staticmethod
-    def _stream_text(outputs: Mapping[str, Any]) -> str:
-        """The new text of one streamed response ("" for the empty final one)."""
-        return generation_piece(outputs).text
-
     def _health_report(self, probes: Mapping[Endpoint, Probe]) -> list[dict[str, object]]:
         """Record fresh probe results and report every endpoint: balancer state, ready, reason."""
         for endpoint, probe in probes.items():

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from ds_triton_client._base import DEFAULT_EMBED_MODEL, DEFAULT_GENERATE_MODEL, BaseClient
-from ds_triton_client.codec import GenerationResult
+from ds_triton_client.codec import GenerationPiece, GenerationResult, generation_piece
 from ds_triton_client.concurrency import gather_bounded
 from ds_triton_client.endpoints import Endpoint
 from ds_triton_client.errors import ClientError, DeadlineExceededError, PermissionDeniedError
@@ -171,16 +171,29 @@ class AsyncClient(BaseClient):
         self, prompt: str, model: str = DEFAULT_GENERATE_MODEL, timeout: float | None = None, **sampling: Any
     ) -> AsyncGenerator[str, None]:
         """Yield generated text pieces as they arrive (see ``Client.stream``)."""
+        pieces = self.stream_pieces(prompt, model, timeout, **sampling)
+        try:
+            async for piece in pieces:
+                if piece.text:
+                    yield piece.text
+        finally:
+            await pieces.aclose()
+
+    async def stream_pieces(
+        self, prompt: str, model: str = DEFAULT_GENERATE_MODEL, timeout: float | None = None, **sampling: Any
+    ) -> AsyncGenerator[GenerationPiece, None]:
+        """Yield every streamed response as a ``GenerationPiece`` (see ``Client.stream_pieces``)."""
         fields = self._generation_fields(prompt, True, sampling)
         deadline = self._deadline(timeout)
         call = self._generation_call(model, fields, await self.model_info(model, deadline.remaining()))
 
-        async def pieces(transport: AsyncTransport, left: float, abort: Abort) -> AsyncGenerator[str, None]:
+        async def pieces(
+            transport: AsyncTransport, left: float, abort: Abort
+        ) -> AsyncGenerator[GenerationPiece, None]:
             responses = transport.generate(call, left, abort)
             try:
                 async for outputs in responses:
-                    if text := self._stream_text(outputs):
-                        yield text
+                    yield generation_piece(outputs)
             finally:
                 await responses.aclose()
 

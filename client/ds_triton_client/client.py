@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from ds_triton_client._base import DEFAULT_EMBED_MODEL, DEFAULT_GENERATE_MODEL, BaseClient
-from ds_triton_client.codec import GenerationResult
+from ds_triton_client.codec import GenerationPiece, GenerationResult, generation_piece
 from ds_triton_client.concurrency import map_bounded
 from ds_triton_client.endpoints import Endpoint
 from ds_triton_client.errors import ClientError, DeadlineExceededError, PermissionDeniedError
@@ -191,15 +191,30 @@ class Client(BaseClient):
         Failures before the first piece fail over like any call; after it, the
         stream is never retried and ``StreamInterruptedError`` is raised.
         """
+        with contextlib.closing(self.stream_pieces(prompt, model, timeout, **sampling)) as pieces:
+            for piece in pieces:
+                if piece.text:
+                    yield piece.text
+
+    def stream_pieces(
+        self, prompt: str, model: str = DEFAULT_GENERATE_MODEL, timeout: float | None = None, **sampling: Any
+    ) -> Generator[GenerationPiece, None, None]:
+        """Yield every streamed response as it arrives: its new text, and the token counts and
+        finish reason the server sends with it (the last response has the finish reason).
+
+        Failures before the first piece fail over like ``stream``; after it, the stream
+        is never retried and ``StreamInterruptedError`` is raised.
+        """
         fields = self._generation_fields(prompt, True, sampling)
         deadline = self._deadline(timeout)
         call = self._generation_call(model, fields, self.model_info(model, deadline.remaining()))
 
-        def pieces(transport: SyncTransport, left: float, abort: Abort) -> Generator[str, None, None]:
+        def pieces(
+            transport: SyncTransport, left: float, abort: Abort
+        ) -> Generator[GenerationPiece, None, None]:
             with contextlib.closing(transport.generate(call, left, abort)) as responses:
                 for outputs in responses:
-                    if text := self._stream_text(outputs):
-                        yield text
+                    yield generation_piece(outputs)
 
         yield from self._run(pieces, deadline, model)
 

@@ -175,7 +175,8 @@ def _read_logprobs(value: Any) -> list[TokenLogprob | None] | None:
 
 @dataclass
 class GenerationPiece:
-    """One response of a generation: new text, the token counts and log-probabilities it reports."""
+    """One response of a generation: new text, the token counts and log-probabilities it reports,
+    and (on the last response only) why generation stopped."""
 
     text: str
     num_input_tokens: int | None = None
@@ -252,7 +253,8 @@ def generation_piece(outputs: Mapping[str, Any]) -> GenerationPiece:
         str(text),
         int(n_in) if n_in is not None else None,
         int(n_out) if n_out is not None else None,
-        str(reason) if reason else None,
+        # vLLM's interface writes str(None), "None", on every response before the last.
+        str(reason) if reason and reason != "None" else None,
         _read_logprobs(outputs.get(interface.LOGPROBS)),
         float(cumulative) if cumulative is not None else None,
         _read_logprobs(outputs.get(interface.PROMPT_LOGPROBS)),
