@@ -32,6 +32,7 @@ from ds_triton.backend.errors import error_response
 from ds_triton.backend.generation_metrics import TritonMetricsPublisher
 from ds_triton.errors import ModelServingError
 from ds_triton.generation.engine import GenerationEngine
+from ds_triton.generation.limits import context_length
 from ds_triton.generation.logprobs import logprobs_json
 from ds_triton.generation.metrics import MetricsAggregator
 from ds_triton.generation.model_runner import ModelRunner
@@ -78,7 +79,7 @@ class GenerationHandler:
             runner,
             tokenizer,
             options,
-            max_positions=_context_length(loaded.config, tokenizer),
+            max_positions=context_length(loaded.config, tokenizer),
             eos_token_id=tokenizer.eos_token_id,
             metrics=aggregator,
             timeline=self._timeline,
@@ -266,12 +267,3 @@ def _raw_inputs(request: Any) -> RawGenerationInputs:
         parameters=request.parameters() or "",
     )
 
-
-def _context_length(config: Any, tokenizer: Any) -> int:
-    """Longest sequence the model takes: its position table, else the tokenizer's limit."""
-    for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
-        value = getattr(config, name, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    limit = getattr(tokenizer, "model_max_length", 0)
-    return int(limit) if 0 < limit < 1_000_000 else 2048

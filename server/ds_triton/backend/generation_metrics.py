@@ -4,7 +4,8 @@ The engine adds to an in-process ``MetricsAggregator``; a publisher thread
 takes its deltas every ``PUBLISH_SECONDS`` (and once more on close) and makes
 the calls, each a round trip to the server process. So the values on
 ``/metrics`` are at most about a second old, and the decode loop never waits
-for the server.
+for the server. ``$DS_TRITON_METRICS_PUBLISH_S`` sets another interval (the
+tests that time a freed slot from these metrics use a few milliseconds).
 
 ``ds_triton_generation_forward_passes_total`` against
 ``ds_triton_generation_tokens_total`` shows that streams share forward passes:
@@ -14,6 +15,7 @@ with N streams decoding together, one decode pass yields N tokens.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 
 import triton_python_backend_utils as pb_utils
@@ -24,6 +26,7 @@ from ds_triton.generation.sequence import FinishReason
 LOG = logging.getLogger(__name__)
 
 PUBLISH_SECONDS = 1.0
+PUBLISH_SECONDS_ENV = "DS_TRITON_METRICS_PUBLISH_S"
 # Time to first token on CPU ranges from milliseconds (tiny model) to seconds.
 TTFT_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]
 BATCH_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256]
@@ -36,10 +39,10 @@ class TritonMetricsPublisher:
     """Publishes an aggregator's deltas as Triton counters, gauges and histograms."""
 
     def __init__(
-        self, labels: dict[str, str], source: MetricsAggregator, interval: float = PUBLISH_SECONDS
+        self, labels: dict[str, str], source: MetricsAggregator, interval: float | None = None
     ) -> None:
         self._source = source
-        self._interval = interval
+        self._interval = publish_seconds() if interval is None else interval
         family = pb_utils.MetricFamily
         self._families = {
             "tokens": family(
@@ -148,3 +151,13 @@ class TritonMetricsPublisher:
             if key in self._gauges and self._published_gauges.get(key) != value:
                 self._gauges[key].set(value)
                 self._published_gauges[key] = value
+
+
+def publish_seconds() -> float:
+    """The publishing interval: ``$DS_TRITON_METRICS_PUBLISH_S`` when set to a positive number."""
+    try:
+        value = float(os.environ.get(PUBLISH_SECONDS_ENV, PUBLISH_SECONDS))
+    except ValueError:
+        LOG.warning("%s is not a number; publishing every %ss", PUBLISH_SECONDS_ENV, PUBLISH_SECONDS)
+        return PUBLISH_SECONDS
+    return value if value > 0 else PUBLISH_SECONDS
