@@ -89,6 +89,13 @@ def test_pieces_from_tensors_and_json_combine_into_a_result() -> None:
     assert result.finish_reason == "length" and result.endpoint == "http://h:1"
 
 
+def test_a_response_before_the_last_has_no_finish_reason() -> None:
+    # The vLLM interface writes str(None) until the last response.
+    piece = generation_piece({"text_output": np.array([b"x"], dtype=object),
+                              "finish_reason": np.array([b"None"], dtype=object)})  # fmt: skip
+    assert piece.finish_reason is None
+
+
 def test_stats_counters_become_ints_but_versions_stay_strings() -> None:
     stats = normalize_stats({"model_stats": [{"version": "1", "inference_count": "12", "x": {"ns": "5"}}]})
     assert stats == {"model_stats": [{"version": "1", "inference_count": 12, "x": {"ns": 5}}]}
