@@ -6,6 +6,7 @@ PY := $(VENV)/bin/python
 HTTP_PORT ?= 8000
 GRPC_PORT ?= 8001
 METRICS_PORT ?= 8002
+GATEWAY_PORT ?= 8080
 HOST ?= 127.0.0.1
 PYTEST_ARGS ?=
 
@@ -15,15 +16,16 @@ setup:
 	@bash scripts/setup.sh
 
 serve: setup
-	@$(VENV)/bin/ds-triton serve --host $(HOST) --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
+	@$(VENV)/bin/ds-triton serve --host $(HOST) --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT) \
+		--gateway-port $(GATEWAY_PORT)
 
 # The checks run with the venv first on PATH, as `make serve` gives tritonserver.
 doctor: setup
 	@PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/ds-triton doctor --host $(HOST) --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
 
 lint: setup
-	@$(VENV)/bin/ruff check server client perf tests scripts docker
-	@$(VENV)/bin/mypy server/ds_triton client/ds_triton_client client/ds_triton_interface perf/ds_triton_perf docker/grafana/dashboard.py
+	@$(VENV)/bin/ruff check server client perf gateway tests scripts docker
+	@$(VENV)/bin/mypy server/ds_triton client/ds_triton_client client/ds_triton_interface perf/ds_triton_perf gateway/ds_triton_gateway docker/grafana/dashboard.py
 
 test: setup lint
 	@$(PY) -m pytest -ra $(PYTEST_ARGS)
