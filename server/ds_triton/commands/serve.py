@@ -16,6 +16,7 @@ from types import FrameType
 from ds_triton.repository.checks import spec_problems
 from ds_triton.repository.machine import detect_gpu_ids
 from ds_triton.repository.writer import resolve_gpus_for_serving
+from ds_triton.server_process.gateway import GatewayLaunch
 from ds_triton.server_process.security import SecurityError, add_security_arguments, security_options
 from ds_triton.server_process.session import ServeConfig, ServeSession
 from ds_triton.server_process.supervisor import RestartPolicy
@@ -65,23 +66,38 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--strict-readiness", action="store_true",
                         help="server readiness requires every model to be ready (for container probes)")
     parser.add_argument("--run-dir", type=Path, default=Path(".run"))
+    parser.add_argument(
+        "--gateway-port",
+        type=int,
+        default=_env_int("GATEWAY_PORT", 0),
+        help="also run the OpenAI-compatible gateway (ds-triton-gateway) on this port, on --host "
+        "(0: off; make serve uses 8080)",
+    )
     add_security_arguments(parser)
     parser.set_defaults(func=run)
 
 
-def banner(ports: Ports, repository: Path, control: str, host: str, tls: bool) -> str:
+def banner(ports: Ports, repository: Path, control: str, host: str, tls: bool, gateway_port: int = 0) -> str:
     shown = "localhost" if host in ("127.0.0.1", "localhost") else host
+    openai_line = f"\n  OpenAI   http://{shown}:{gateway_port}/v1 (ds-triton-gateway)" if gateway_port else ""
+    openai_try = (
+        f"""
+  curl -s localhost:{gateway_port}/v1/chat/completions -H 'Content-Type: application/json' \\
+    -d '{{"model":"text_generation","messages":[{{"role":"user","content":"Hello"}}],"max_tokens":16}}'"""
+        if gateway_port
+        else ""
+    )
     return f"""
 Triton Inference Server on {repository.resolve()} (model control: {control})
   HTTP     http://{shown}:{ports.http}
   gRPC     {"grpcs" if tls else "grpc"}://{shown}:{ports.grpc}
-  metrics  http://{shown}:{ports.metrics}/metrics
+  metrics  http://{shown}:{ports.metrics}/metrics{openai_line}
 
 Try it:
   curl -s localhost:{ports.http}/v2/models/text_embedding/infer \\
     -d '{{"inputs":[{{"name":"text","datatype":"BYTES","shape":[1,1],"data":["hello world"]}}]}}'
   curl -N localhost:{ports.http}/v2/models/text_generation/generate_stream \\
-    -d '{{"text_input":"Hello","parameters":{{"stream":true,"temperature":0,"max_tokens":16}}}}'
+    -d '{{"text_input":"Hello","parameters":{{"stream":true,"temperature":0,"max_tokens":16}}}}'{openai_try}
 
 Ctrl-C stops the server.
 """
@@ -115,6 +131,17 @@ def run(args: argparse.Namespace) -> int:
         exit_timeout_s=3,
         **security,
     )
+    gateway = None
+    if args.gateway_port:
+        scheme = "grpcs" if options.grpc_tls is not None else "grpc"
+        gateway = GatewayLaunch(
+            host=args.host,
+            port=args.gateway_port,
+            grpc_url=f"{scheme}://{options.connect_host}:{ports.grpc}",
+            model_repository=args.model_repository,
+            admin_key=options.admin_key,
+            drain_timeout_s=args.drain_timeout,
+        )
     session = ServeSession(
         ServeConfig(
             options=options,
@@ -122,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
             drain_timeout_s=args.drain_timeout,
             restart_policy=RestartPolicy(max_crashes=args.max_crashes, window_s=args.crash_window),
             metrics_port=args.supervisor_metrics_port or None,
+            gateway=gateway,
         )
     )
 
@@ -134,7 +162,8 @@ def run(args: argparse.Namespace) -> int:
     session.start()
     if session.wait_ready(timeout=600):
         tls = options.grpc_tls is not None
-        print(banner(ports, args.model_repository, args.model_control, args.host, tls), flush=True)
+        print(banner(ports, args.model_repository, args.model_control, args.host, tls, args.gateway_port),
+              flush=True)  # fmt: skip
     elif session.server.poll() is None and not session.stopping:
         print("tritonserver did not become ready within 600s; still serving what loaded", file=sys.stderr)
     return session.run()

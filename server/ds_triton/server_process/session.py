@@ -18,6 +18,11 @@ Instead:
 
 If tritonserver dies on its own (crash, SIGKILL, OOM), its stubs are killed at
 once, their regions removed, and serve exits non-zero.
+
+With a gateway (``--gateway-port``), the OpenAI-compatible gateway runs as a
+child: it gets SIGTERM when the drain starts (it takes no new requests, and the
+streams it carries finish while the models drain) and is waited for before
+tritonserver stops; it is killed at once when tritonserver dies.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ds_triton.server_process.gateway import GatewayLaunch, GatewayProcess
 from ds_triton.server_process.repository_watch import RepositoryWatcher
 from ds_triton.server_process.shm import TRITON_REGION_PREFIX, remove_unused_regions
 from ds_triton.server_process.supervisor import ModelSupervisor, RestartPolicy
@@ -54,6 +60,7 @@ class ServeConfig:
     drain_timeout_s: float = 30.0
     restart_policy: RestartPolicy = field(default_factory=RestartPolicy)
     metrics_port: int | None = None  # the supervisor's Prometheus endpoint; None: off
+    gateway: GatewayLaunch | None = None  # the OpenAI-compatible gateway; None: off
 
 
 class ServeSession:
@@ -68,6 +75,8 @@ class ServeSession:
         self.server = TritonServer(options)
         self.supervisor: ModelSupervisor | None = None
         self.metrics: MetricsServer | None = None
+        self.gateway: GatewayProcess | None = None
+        self._gateway_reported = False
         self._stop_requested = threading.Event()
         self._forced = False
 
@@ -97,6 +106,8 @@ class ServeSession:
             self.metrics = MetricsServer(
                 self.config.options.host, self.config.metrics_port, self.supervisor.records
             ).start()
+        if self.config.gateway is not None:
+            self.gateway = GatewayProcess(self.config.gateway).start()
         return self
 
     def wait_ready(self, timeout: float) -> bool:
@@ -122,6 +133,8 @@ class ServeSession:
             self._stop_requested.set()
             return
         self._forced = True
+        if self.gateway is not None:
+            self.gateway.kill()
         if self.server.pid is not None and self.server.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.server.pid, signal.SIGKILL)
@@ -134,10 +147,21 @@ class ServeSession:
                 return self._after_server_death(code)
             if self._stop_requested.is_set():
                 return self._drain()
+            self._watch_gateway()
             self._stop_requested.wait(0.1)
+
+    def _watch_gateway(self) -> None:
+        code = self.gateway.poll() if self.gateway is not None else None
+        if code is not None and not self._gateway_reported:
+            self._gateway_reported = True
+            self.report(f"the OpenAI gateway exited with code {code} (see its output above); "
+                        "Triton keeps serving")
 
     def _after_server_death(self, code: int) -> int:
         self._stop_helpers()
+        if self.gateway is not None:
+            self.gateway.kill()
+            self.gateway.wait(timeout=5)
         if self._forced:
             killed = self.server.end_leftovers(grace=0)
             self.report(f"stopped at once (second signal); killed {len(killed)} leftover process(es)")
@@ -153,6 +177,8 @@ class ServeSession:
     def _drain(self) -> int:
         started = time.monotonic()
         self._stop_helpers()
+        if self.gateway is not None:
+            self.gateway.terminate()
         timeout = self.config.drain_timeout_s
         self.report(f"stopping: models unload now (new requests are refused); requests and streams "
                     f"already accepted finish (up to {timeout:.0f}s)")
@@ -161,6 +187,9 @@ class ServeSession:
             self.report(f"drain timeout: still unloading after {timeout:.0f}s: {', '.join(left)}")
         else:
             self.report(f"every model unloaded in {time.monotonic() - started:.1f}s")
+        if self.gateway is not None:
+            # Its streams ended with the models'; what is left is closing connections.
+            self.gateway.wait(timeout=max(started + timeout - time.monotonic(), 2.0))
         exit_wait = self.config.options.exit_timeout_s + 2.0
         self.server.stop(timeout=exit_wait)
         code = self.server.poll()
