@@ -95,8 +95,8 @@ class Gateway:
         if entry is None:
             raise model_not_found(name)
         if entry.task != task:
-            raise invalid(f"model {name!r} serves task {entry.task!r}; this route needs a {task!r} model", "model",
-                          "model_task_mismatch")  # fmt: skip
+            message = f"model {name!r} serves task {entry.task!r}; this route needs a {task!r} model"
+            raise invalid(message, "model", "model_task_mismatch")
         request.state.model = name  # the request's metrics label (see guard.MODEL_STATE)
         return entry
 
