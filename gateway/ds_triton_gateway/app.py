@@ -171,10 +171,9 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         arrived = time.perf_counter()
         body = parse_body(await request.body(), CompletionRequest)
         entry = gateway.model(request, body.model, "generation")
-        if body.logprobs is not None:
-            raise invalid("'logprobs' is not supported by this server's generation models yet", "logprobs")
-        plan = Plan(entry.name, completion_prompts(body.prompt), sampling_of(body),
-                    include_usage=_include_usage(body), echo=bool(body.echo))  # fmt: skip
+        prompts, sampling = completion_prompts(body.prompt), sampling_of(body)
+        plan = Plan(entry.name, prompts, sampling, include_usage=_include_usage(body), echo=bool(body.echo),
+                    logprobs=body.logprobs)  # fmt: skip
         return await _answer(gateway.generation, plan, COMPLETION, bool(body.stream), arrived)
 
     @app.post("/v1/chat/completions")
@@ -183,8 +182,6 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         body = parse_body(await request.body(), ChatRequest)
         entry = gateway.model(request, body.model, "generation")
         request.state.prompt_param = "messages"
-        if body.logprobs or body.top_logprobs:
-            raise invalid("'logprobs' is not supported by this server's generation models yet", "logprobs")
         messages = chat_messages(body.messages)
         sampling = sampling_of(body)
         text = await gateway.catalog.text(entry)
@@ -194,9 +191,8 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             raise invalid(str(exc), "messages") from None
         if sampling["max_tokens"] is None:
             sampling["max_tokens"] = text.default_max_tokens(prompt)
-        plan = Plan(
-            entry.name, [prompt], sampling, include_usage=_include_usage(body), prompt_param="messages"
-        )
+        plan = Plan(entry.name, [prompt], sampling, include_usage=_include_usage(body),
+                    prompt_param="messages", logprobs=sampling.get("logprobs"))  # fmt: skip
         return await _answer(gateway.generation, plan, CHAT, bool(body.stream), arrived)
 
     return app

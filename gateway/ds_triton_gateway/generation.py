@@ -20,8 +20,9 @@ from typing import Any
 
 import orjson
 
-from ds_triton_client import AsyncClient, ClientError, GenerationPiece
+from ds_triton_client import AsyncClient, ClientError, GenerationPiece, TokenLogprob
 from ds_triton_gateway.errors import from_client_error
+from ds_triton_gateway.logprobs import chat_logprobs, completion_logprobs, echoed_completion_logprobs
 from ds_triton_gateway.metrics import GatewayMetrics
 
 DONE = b"data: [DONE]\n\n"
@@ -38,6 +39,8 @@ class Plan:
         include_usage: Streams end with a usage chunk (``stream_options.include_usage``).
         echo: Completions: the prompt is returned before its completion.
         prompt_param: The request field the prompts came from (named in errors).
+        logprobs: Log-probabilities asked for: how many most likely tokens to list per
+            position (0: the chosen token's only); None: none asked for.
     """
 
     model: str
@@ -46,6 +49,7 @@ class Plan:
     include_usage: bool = False
     echo: bool = False
     prompt_param: str = "prompt"
+    logprobs: int | None = None
 
 
 @dataclass(frozen=True)
@@ -56,34 +60,67 @@ class Shape:
     object: str
     chunk_object: str
     id_prefix: str
-    choice: Callable[[int, str, str | None], dict[str, Any]]
-    chunk_choice: Callable[[int, str, str | None, bool], dict[str, Any]]
+    choice: Callable[[int, str, str | None, Logprobs], dict[str, Any]]
+    chunk_choice: Callable[[int, str, str | None, bool, Logprobs], dict[str, Any]]
+    chat: bool
 
 
-def _completion_choice(index: int, text: str, finish_reason: str | None) -> dict[str, Any]:
-    return {"index": index, "text": text, "logprobs": None, "finish_reason": finish_reason}
+Logprobs = dict[str, Any] | None
 
 
-def _completion_chunk(index: int, text: str, finish_reason: str | None, first: bool) -> dict[str, Any]:
-    return _completion_choice(index, text, finish_reason)
+def _completion_choice(
+    index: int, text: str, finish_reason: str | None, logprobs: Logprobs
+) -> dict[str, Any]:
+    return {"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish_reason}
 
 
-def _chat_choice(index: int, text: str, finish_reason: str | None) -> dict[str, Any]:
+def _completion_chunk(
+    index: int, text: str, finish_reason: str | None, first: bool, logprobs: Logprobs
+) -> dict[str, Any]:
+    return _completion_choice(index, text, finish_reason, logprobs)
+
+
+def _chat_choice(index: int, text: str, finish_reason: str | None, logprobs: Logprobs) -> dict[str, Any]:
     message = {"role": "assistant", "content": text, "refusal": None}
-    return {"index": index, "message": message, "logprobs": None, "finish_reason": finish_reason}
+    return {"index": index, "message": message, "logprobs": logprobs, "finish_reason": finish_reason}
 
 
-def _chat_chunk(index: int, text: str, finish_reason: str | None, first: bool) -> dict[str, Any]:
+def _chat_chunk(
+    index: int, text: str, finish_reason: str | None, first: bool, logprobs: Logprobs
+) -> dict[str, Any]:
     delta: dict[str, Any] = (
         {"role": "assistant", "content": text} if first else {"content": text} if text else {}
     )
-    return {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+    return {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}
 
 
 COMPLETION = Shape("/v1/completions", "text_completion", "text_completion", "cmpl-", _completion_choice,
-                   _completion_chunk)  # fmt: skip
+                   _completion_chunk, chat=False)  # fmt: skip
 CHAT = Shape("/v1/chat/completions", "chat.completion", "chat.completion.chunk", "chatcmpl-", _chat_choice,
-             _chat_chunk)  # fmt: skip
+             _chat_chunk, chat=True)  # fmt: skip
+
+
+def choice_logprobs(
+    shape: Shape,
+    plan: Plan,
+    index: int,
+    generated: Sequence[TokenLogprob | None] | None,
+    prompt: Sequence[TokenLogprob | None] | None = None,
+    offset: int = 0,
+) -> Logprobs:
+    """The ``logprobs`` of one choice (or chunk), in the route's shape; None when not asked for.
+
+    ``prompt`` holds the prompt's entries when ``echo`` returns the prompt with them;
+    ``offset`` is where the first generated token's text starts in the choice's text.
+    """
+    if plan.logprobs is None:
+        return None
+    entries = [e for e in generated or () if e is not None]
+    if shape.chat:
+        return chat_logprobs(entries, plan.logprobs)
+    if plan.echo and prompt is not None:
+        return echoed_completion_logprobs(plan.prompts[index], prompt, entries, plan.logprobs)
+    return completion_logprobs(entries, plan.logprobs, offset)
 
 
 def finish_reason(reason: str | None) -> str:
@@ -134,7 +171,9 @@ class Generation:
         choices, usage = [], _Usage()
         for index, (prompt, result) in enumerate(zip(plan.prompts, results, strict=True)):
             text = prompt + result.text if plan.echo else result.text
-            choices.append(shape.choice(index, text, finish_reason(result.finish_reason)))
+            logprobs = choice_logprobs(shape, plan, index, result.logprobs, result.prompt_logprobs,
+                                       len(prompt) if plan.echo else 0)  # fmt: skip
+            choices.append(shape.choice(index, text, finish_reason(result.finish_reason), logprobs))
             usage.by_choice[index] = result.num_input_tokens or 0
             usage.completion += result.num_output_tokens or 0
         body = usage.body()
@@ -162,6 +201,7 @@ class Generation:
             head["usage"] = None
         usage = _Usage()
         started: set[int] = set()
+        offsets: dict[int, int] = {}  # where each choice's next text starts (completions logprobs)
         sent_any = timed = False
         streams = [self.client.stream_pieces(p, model=plan.model, **plan.sampling) for p in plan.prompts]
         try:
@@ -172,13 +212,17 @@ class Generation:
                 if first and plan.echo:
                     text = plan.prompts[index] + text
                 reason = finish_reason(piece.finish_reason) if piece.finish_reason else None
-                if not (text or reason or first):
+                if not (text or reason or first or piece.logprobs):
                     continue
                 started.add(index)
+                start = offsets.get(index, len(plan.prompts[index]) if plan.echo else 0)
+                logprobs = choice_logprobs(shape, plan, index, piece.logprobs,
+                                           piece.prompt_logprobs if first else None, start)  # fmt: skip
+                offsets[index] = start + len(piece.text)
                 if text and not timed:
                     self.metrics.ttft.labels(shape.route, plan.model).observe(time.perf_counter() - arrived)
                     timed = True
-                yield _sse({**head, "choices": [shape.chunk_choice(index, text, reason, first)]})
+                yield _sse({**head, "choices": [shape.chunk_choice(index, text, reason, first, logprobs)]})
                 sent_any = True
             body = usage.body()
             self.metrics.usage(plan.model, body["prompt_tokens"], body["completion_tokens"])

@@ -136,11 +136,19 @@ def sampling_of(request: CompletionRequest | ChatRequest) -> dict[str, Any]:
         _check_chat_fields(request)
         if request.max_completion_tokens is not None:
             sampling["max_tokens"] = request.max_completion_tokens
+        if request.top_logprobs is not None and not request.logprobs:
+            raise invalid("'top_logprobs' needs 'logprobs': true", "top_logprobs")
+        if request.logprobs:
+            sampling["logprobs"] = request.top_logprobs or 0
     else:
         if request.best_of not in (None, 1):
             raise invalid(f"'best_of' is {request.best_of}; only 1 is supported", "best_of")
         if request.suffix:
             raise invalid("'suffix' is not supported (no fill-in-the-middle)", "suffix")
+        if request.logprobs is not None:
+            sampling["logprobs"] = request.logprobs
+            if request.echo:  # the prompt's tokens come back too, with their log-probabilities
+                sampling["prompt_logprobs"] = request.logprobs
     return sampling
 
 

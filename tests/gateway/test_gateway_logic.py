@@ -11,6 +11,7 @@ import pytest
 
 from ds_triton.spec import ModelSpec
 from ds_triton_client import (
+    Candidate,
     ClientError,
     DeadlineExceededError,
     InvalidInputError,
@@ -21,11 +22,13 @@ from ds_triton_client import (
     ServerConnectionError,
     ServerError,
     StreamInterruptedError,
+    TokenLogprob,
 )
 from ds_triton_gateway.auth import ApiKeys, load_api_keys
 from ds_triton_gateway.embeddings import embedding_items, shorten
 from ds_triton_gateway.errors import GatewayError, from_client_error
 from ds_triton_gateway.inputs import chat_messages, completion_prompts, embedding_texts, sampling_of
+from ds_triton_gateway.logprobs import chat_logprobs, completion_logprobs, echoed_completion_logprobs
 from ds_triton_gateway.schemas import ChatRequest, CompletionRequest, EmbeddingRequest, parse_body
 from ds_triton_gateway.text import Message, ModelText
 from tests.conftest import MODEL_REPOSITORY
@@ -261,3 +264,55 @@ def test_embedding_token_counts_are_cut_like_the_model() -> None:
     assert text.max_length == 256
     assert text.count_embedding_tokens(["hello world"]) == len(text.tokenizer("hello world")["input_ids"])
     assert text.count_embedding_tokens(["word " * 1000, "hi"]) == 256 + len(text.tokenizer("hi")["input_ids"])
+
+
+# --- log-probabilities --------------------------------------------------------------------------
+
+
+def entry(text: str, logprob: float, *others: tuple[str, float]) -> TokenLogprob:
+    chosen = Candidate(len(text), text, logprob, 1 + sum(1 for _, lp in others if lp > logprob))
+    listed = sorted([chosen, *(Candidate(100 + i, t, lp, 0) for i, (t, lp) in enumerate(others))],
+                    key=lambda c: -c.logprob)  # fmt: skip
+    ranked = tuple(Candidate(c.token_id, c.text, c.logprob, rank) for rank, c in enumerate(listed, 1))
+    return TokenLogprob(next(c for c in ranked if c.token_id == chosen.token_id), ranked)
+
+
+def test_completion_logprobs_list_the_top_tokens_and_offsets() -> None:
+    entries = [entry(" Hi", -0.5, (" Ho", -1.5)), entry(" there", -2.0, (" you", -0.25), (" all", -3.0))]
+    shaped = completion_logprobs(entries, 1, offset=4)
+    assert shaped == {
+        "tokens": [" Hi", " there"],
+        "token_logprobs": [-0.5, -2.0],
+        "top_logprobs": [{" Hi": -0.5}, {" you": -0.25}],
+        "text_offset": [4, 7],
+    }
+
+
+def test_echo_puts_the_prompt_tokens_first() -> None:
+    prompt = [None, entry(" world", -3.0)]
+    shaped = echoed_completion_logprobs("Hello world", prompt, [entry("!", -0.1)], 0)
+    assert shaped["tokens"] == ["Hello", " world", "!"]
+    assert shaped["token_logprobs"] == [None, -3.0, -0.1]
+    assert shaped["top_logprobs"] == [None, {}, {}]
+    assert shaped["text_offset"] == [0, 5, 11]
+
+
+def test_chat_logprobs_carry_bytes_and_top_tokens() -> None:
+    shaped = chat_logprobs([entry("é", -0.5, ("e", -1.0), ("a", -2.0))], 2)
+    (token,) = shaped["content"]
+    assert token["token"] == "é" and token["bytes"] == [0xC3, 0xA9] and token["logprob"] == -0.5
+    assert [t["token"] for t in token["top_logprobs"]] == ["é", "e"]
+    assert shaped["refusal"] is None
+
+
+def test_logprobs_fields_become_sampling_keys() -> None:
+    completion = parse_body(body(model="m", prompt="p", logprobs=3, echo=True), CompletionRequest)
+    assert sampling_of(completion)["logprobs"] == 3 and sampling_of(completion)["prompt_logprobs"] == 3
+    chat = parse_body(body(model="m", messages=[{"role": "user", "content": "x"}], logprobs=True,
+                           top_logprobs=4), ChatRequest)  # fmt: skip
+    assert sampling_of(chat)["logprobs"] == 4
+    lonely = parse_body(body(model="m", messages=[{"role": "user", "content": "x"}], top_logprobs=4),
+                        ChatRequest)  # fmt: skip
+    with pytest.raises(GatewayError) as caught:
+        sampling_of(lonely)
+    assert caught.value.param == "top_logprobs"

@@ -257,3 +257,54 @@ def test_the_request_deadline_is_504_and_the_in_flight_limit_429() -> None:
     (timed_out,) = outcome
     assert isinstance(timed_out, openai.InternalServerError) and timed_out.status_code == 504
     assert timed_out.body["code"] == "upstream_timeout"  # type: ignore[index]
+
+
+def test_completion_logprobs_are_the_models_own(sdk: openai.OpenAI, triton_server: TritonServer) -> None:
+    prompt = "Once upon a time"
+    with Client(f"grpc://{triton_server.grpc_url}", health_interval=0) as client:
+        direct = client.generate(prompt, model=GENERATE, max_tokens=6, temperature=0, logprobs=2)
+    assert direct.logprobs is not None
+    answer = sdk.completions.create(model=GENERATE, prompt=prompt, max_tokens=6, temperature=0, logprobs=2)
+    (choice,) = answer.choices
+    logprobs = choice.logprobs
+    assert logprobs is not None and logprobs.tokens is not None and logprobs.top_logprobs is not None
+    assert "".join(logprobs.tokens) == choice.text == direct.text
+    assert logprobs.token_logprobs == [e.token.logprob for e in direct.logprobs]
+    for token, top in zip(logprobs.tokens, logprobs.top_logprobs, strict=True):
+        assert len(top) <= 2 and next(iter(top)) == token  # greedy: the chosen token ranks first
+    assert logprobs.text_offset == [
+        sum(len(t) for t in logprobs.tokens[:i]) for i in range(len(logprobs.tokens))
+    ]
+    chunks = list(sdk.completions.create(model=GENERATE, prompt=prompt, max_tokens=6, temperature=0,
+                                         logprobs=2, stream=True))  # fmt: skip
+    streamed = [c.choices[0].logprobs for c in chunks if c.choices and c.choices[0].logprobs]
+    assert [t for lp in streamed for t in lp.tokens or []] == logprobs.tokens
+    assert [v for lp in streamed for v in lp.token_logprobs or []] == logprobs.token_logprobs
+    assert [o for lp in streamed for o in lp.text_offset or []] == logprobs.text_offset
+    echoed = sdk.completions.create(model=GENERATE, prompt=prompt, max_tokens=6, temperature=0, logprobs=1,
+                                    echo=True).choices[0]  # fmt: skip
+    assert echoed.text == prompt + choice.text and echoed.logprobs is not None
+    assert echoed.logprobs.token_logprobs is not None and echoed.logprobs.tokens is not None
+    assert echoed.logprobs.token_logprobs[0] is None  # nothing precedes the first prompt token
+    assert echoed.logprobs.tokens[-6:] == logprobs.tokens
+    assert len(echoed.logprobs.tokens) == (answer.usage.prompt_tokens if answer.usage else 0) + 6
+
+
+def test_chat_logprobs_list_the_top_tokens(sdk: openai.OpenAI) -> None:
+    messages: Any = [{"role": "user", "content": "Hello there"}]
+    answer = sdk.chat.completions.create(model=GENERATE, messages=messages, max_tokens=5, temperature=0,
+                                         logprobs=True, top_logprobs=3)  # fmt: skip
+    (choice,) = answer.choices
+    assert choice.logprobs is not None and choice.logprobs.content is not None
+    content = choice.logprobs.content
+    assert "".join(t.token for t in content) == choice.message.content
+    assert answer.usage is not None and len(content) == answer.usage.completion_tokens
+    for token in content:
+        assert token.logprob <= 0 and token.bytes == list(token.token.encode("utf-8"))
+        assert len(token.top_logprobs) == 3 and token.top_logprobs[0].token == token.token
+    chunks = list(sdk.chat.completions.create(model=GENERATE, messages=messages, max_tokens=5, temperature=0,
+                                              logprobs=True, top_logprobs=3, stream=True))  # fmt: skip
+    streamed = [
+        t for c in chunks if c.choices and c.choices[0].logprobs for t in c.choices[0].logprobs.content or []
+    ]
+    assert [(t.token, t.logprob) for t in streamed] == [(t.token, t.logprob) for t in content]
