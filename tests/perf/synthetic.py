@@ -13,7 +13,7 @@ from pathlib import Path
 from ds_triton_perf.analysis import compare
 from ds_triton_perf.genai_perf import GenaiPerfResult, GenaiPerfRun
 from ds_triton_perf.histogram import Histogram
-from ds_triton_perf.kinds import long_prompt, overload, soak
+from ds_triton_perf.kinds import logprobs, long_prompt, overload, soak
 from ds_triton_perf.loadgen import LoadResult, LoadSpec
 from ds_triton_perf.memory import MB, MemorySample, ProcessMemory
 from ds_triton_perf.peers.ceiling import LENGTH_GROUPS, NAIVE, CeilingPoint
@@ -156,3 +156,9 @@ def _add_kinds(out: BenchResults) -> None:
                requests={EMBEDDING: 100}, warmup_requests={EMBEDDING: 10},
                bars={"growth_mb": 100.0, "idle_mb": 100.0})
     out.extra["soak"] = [row]
+    rounds = [{"logprobs": 5 * (i % 2), "tokens_per_s": 1000.0 - 150 * (i % 2) + i,
+               "itl_p50_ms": 15.0 + i % 2, "itl_p99_ms": 30.0 + 4 * (i % 2), "completed": 90, "errors": {}}
+              for i in range(6)]
+    out.extra["logprobs"] = [{"model": GENERATION, "scenario": "logprobs", "streams": 16, "top": 5,
+                              "max_tokens": 64, "ratio_bar": 0.8, **logprobs.summarise(rounds),
+                              "rounds": rounds}]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from ds_triton_perf.analysis import compare
-from ds_triton_perf.kinds import long_prompt, overload, registry, soak
+from ds_triton_perf.kinds import logprobs, long_prompt, overload, registry, soak
 from ds_triton_perf.memory import MB, MemorySample, ProcessMemory
 from ds_triton_perf.recorder import SecondBin
 from ds_triton_perf.results import BenchResults
@@ -17,10 +17,10 @@ from tests.perf.synthetic import histogram, overload_bins
 
 
 def test_kinds_are_found_and_the_shipped_scenarios_use_each_of_them() -> None:
-    assert {"overload", "long_prompt", "soak"} <= set(registry())
+    assert {"overload", "long_prompt", "soak", "logprobs"} <= set(registry())
     suites = {s.model: s for s in default_scenarios()}
     assert set(suites["text_embedding"].extra) == {"overload", "soak"}
-    assert set(suites["text_generation"].extra) == {"overload", "long_prompt", "soak"}
+    assert set(suites["text_generation"].extra) == {"overload", "long_prompt", "soak", "logprobs"}
     (config,) = suites["text_generation"].extra["long_prompt"]
     assert config.prompt_tokens == 512
 
@@ -117,3 +117,23 @@ def test_compare_runs_each_kinds_verdicts() -> None:
     compare(results)
     (verdict,) = results.targets
     assert verdict["verdict"] == "not measured" and verdict["figure"] == "long_prompt"
+
+
+def test_logprobs_rounds_give_median_tokens_per_s_and_itl_of_each_side_and_their_ratio() -> None:
+    def round_(top: int, tps: float, itl: float, completed: int = 50) -> dict[str, object]:
+        return {"logprobs": top, "tokens_per_s": tps, "itl_p50_ms": itl, "itl_p99_ms": 2 * itl,
+                "completed": completed, "errors": {}}
+
+    rounds = [round_(0, 1000.0, 10.0), round_(5, 850.0, 12.0), round_(0, 600.0, 16.0),
+              round_(5, 500.0, 20.0), round_(0, 1100.0, 9.0), round_(5, 0.0, 0.0, completed=0)]
+    row = logprobs.summarise(rounds)
+    # A round that completed nothing is left out of the medians (not counted as 0 tokens/s).
+    assert row["plain_tps"] == 1000.0 and row["logprobs_tps"] == pytest.approx(675.0)
+    assert row["plain_itl_p50_ms"] == 10.0 and row["logprobs_itl_p99_ms"] == pytest.approx(32.0)
+    assert row["ratio"] == pytest.approx(0.675)
+    results = BenchResults(meta={})
+    logprobs.verdicts(results, [{"model": "g", "top": 5, "streams": 16, "ratio_bar": 0.8, **row,
+                                 "rounds": rounds}])
+    (verdict,) = results.targets
+    assert verdict["figure"] == "logprobs" and "ITL p50 16.0 vs 10.0 ms" in verdict["detail"]
+    assert logprobs.summarise([round_(0, 1000.0, 10.0)])["ratio"] is None
