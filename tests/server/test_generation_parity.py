@@ -151,8 +151,13 @@ def inputs(
     return result + [tensor(flag, True, "BOOL") for flag in flags]
 
 
-def generate(url: str, model: str, requests: Sequence[list[Any]], timeout: float = 120.0) -> list[Result]:
-    """All ``requests`` at once on one gRPC stream (so they share a running batch)."""
+def generate(url: str, model: str, requests: Sequence[list[Any]], timeout: float = 120.0,
+             errors: list[str] | None = None) -> list[Result]:
+    """All ``requests`` at once on one gRPC stream (so they share a running batch).
+
+    A stream's error carries no request id: with one request it is that request's
+    ``error``; with several, pass ``errors`` to collect them (each ends one request).
+    """
     events: queue.Queue[tuple[Any, Any]] = queue.Queue()
     results = [Result() for _ in requests]
     client = grpcclient.InferenceServerClient(url)
@@ -164,8 +169,12 @@ def generate(url: str, model: str, requests: Sequence[list[Any]], timeout: float
         while pending:
             result, error = events.get(timeout=timeout)
             if error is not None:
-                assert len(requests) == 1, error  # errors carry no request id
-                results[0].error, pending = str(error), 0
+                pending -= 1
+                if errors is not None:
+                    errors.append(str(error))
+                else:
+                    assert len(requests) == 1, error
+                    results[0].error = str(error)
                 continue
             response = result.get_response()
             target = results[int(response.id)]
@@ -449,20 +458,90 @@ def test_processed_logprobs_are_hf_processors_and_warpers(
                 assert value["logprob"] == want or abs(value["logprob"] - want) < TOLERANCE, sampling
 
 
-def test_unsupported_and_out_of_range_keys_are_refused_by_name(triton_server: TritonServer) -> None:
-    for sampling, message in (
-        ({"n": 2}, "sampling_parameters.n must be 1, got 2"),
-        ({"best_of": 4}, "sampling_parameters.best_of must be 1"),
-        ({"logprobs": 50}, "sampling_parameters.logprobs must be in [0, 20]"),
-        ({"stop_token_ids": [10**7]}, "sampling_parameters.stop_token_ids has token id(s) outside"),
-        ({"logit_bias": {"3": 500}}, "sampling_parameters.logit_bias must have values in [-100, 100]"),
-    ):
-        (result,) = generate(triton_server.grpc_url, SHIPPED, [inputs(PROMPT, sampling)])
-        assert result.error is not None and message in result.error, (sampling, result.error)
-    status, text = http_post(triton_server, "generate", {
-        "text_input": PROMPT, "parameters": {"temperature": 0, "max_tokens": 2, "max_token": 9},
-    })  # fmt: skip
-    assert status == 400 and "parameters: unknown key(s) max_token" in text, text
+# One bad value of each key (type, range, vocabulary, unsupported, unknown) and what its error says.
+OUTSIDE = 10**7
+BAD_SAMPLING: list[tuple[dict[str, Any], str]] = [
+    ({"repetition_penalty": 0}, "sampling_parameters.repetition_penalty must be > 0"),
+    ({"presence_penalty": 3}, "sampling_parameters.presence_penalty must be in [-2, 2]"),
+    ({"frequency_penalty": -2.5}, "sampling_parameters.frequency_penalty must be in [-2, 2]"),
+    ({"min_p": 1.5}, "sampling_parameters.min_p must be in [0, 1]"),
+    ({"logit_bias": {"3": 500}}, "sampling_parameters.logit_bias must have values in [-100, 100]"),
+    ({"logit_bias": {"x": 1}}, "sampling_parameters.logit_bias key must be an integer"),
+    ({"logit_bias": {str(OUTSIDE): 1}}, "sampling_parameters.logit_bias has token id(s) outside"),
+    ({"allowed_token_ids": []}, "sampling_parameters.allowed_token_ids must not be empty"),
+    ({"allowed_token_ids": [OUTSIDE]}, "sampling_parameters.allowed_token_ids has token id(s) outside"),
+    ({"bad_words": [3]}, "sampling_parameters.bad_words must be a string or a list of strings"),
+    ({"min_tokens": 9, "max_tokens": 4},
+     "sampling_parameters.min_tokens must be between 0 and max_tokens (4)"),
+    ({"stop_token_ids": "5"}, "sampling_parameters.stop_token_ids must be a list of token ids"),
+    ({"stop_token_ids": [OUTSIDE]}, "sampling_parameters.stop_token_ids has token id(s) outside"),
+    ({"logprobs": 50}, "sampling_parameters.logprobs must be in [0, 20]"),
+    ({"prompt_logprobs": -1}, "sampling_parameters.prompt_logprobs must be in [0, 20]"),
+    ({"include_stop_str_in_output": "maybe"},
+     "sampling_parameters.include_stop_str_in_output must be true or false"),
+    ({"skip_special_tokens": 3}, "sampling_parameters.skip_special_tokens must be true or false"),
+    ({"n": 2}, "sampling_parameters.n must be 1, got 2"),
+    ({"best_of": 4}, "sampling_parameters.best_of must be 1, got 4"),
+    ({"max_token": 3}, "sampling_parameters: unknown key(s) max_token"),
+]  # fmt: skip
+# Good requests sent among them, each with a new key; HF generate's counterpart gives their tokens.
+GOOD_SAMPLING: list[tuple[dict[str, Any], dict[str, Any]]] = [
+    ({}, {}),
+    ({"repetition_penalty": 1.5, "logprobs": 2}, {"repetition_penalty": 1.5}),
+    ({"logit_bias": {"11": 9.0}, "min_tokens": 4}, {"sequence_bias": {(11,): 9.0}, "min_new_tokens": 4}),
+]
+
+
+def test_each_bad_value_is_refused_by_name_over_grpc_while_good_requests_beside_it_succeed(
+    triton_server: TritonServer, llama: Reference
+) -> None:
+    base = {"temperature": 0, "max_tokens": 6, "logprobs": 0}  # the chosen tokens come with their logprobs
+    good = [inputs(PROMPT, {**base, **sampling}) for sampling, _ in GOOD_SAMPLING]
+    bad = [inputs(PROMPT, {**base, **sampling}) for sampling, _ in BAD_SAMPLING]
+    mixed = [r for pair in zip(bad, [*good * 7][: len(bad)], strict=True) for r in pair]
+    errors: list[str] = []
+    results = generate(triton_server.grpc_url, SHIPPED, mixed, errors=errors)
+    assert len(errors) == len(BAD_SAMPLING)
+    for _, message in BAD_SAMPLING:
+        assert sum(message in e for e in errors) == 1, (message, errors)
+    # Only the good ones answered, each with HF's tokens for its keys.
+    answered = [r for r in results if r.responses]
+    assert len(answered) == len(bad)
+    for index, result in enumerate(answered):
+        _, hf = GOOD_SAMPLING[index % len(GOOD_SAMPLING)]
+        assert result.tokens == llama.generate(PROMPT, 6, **hf)[0], hf
+
+
+def test_each_bad_value_is_refused_by_name_over_http_while_good_requests_beside_it_succeed(
+    triton_server: TritonServer, llama: Reference
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def body(sampling: dict[str, Any]) -> tuple[dict[str, Any], str]:
+        # Triton's generate endpoint takes only scalars in "parameters"; lists and objects
+        # travel in the sampling_parameters input, as a JSON string.
+        sampling = {"temperature": 0, "max_tokens": 6, **sampling}
+        if any(isinstance(v, list | dict) for v in sampling.values()):
+            return {"text_input": PROMPT, "exclude_input_in_output": True,
+                    "sampling_parameters": json.dumps(sampling)}, "sampling_parameters"  # fmt: skip
+        return {"text_input": PROMPT, "exclude_input_in_output": True, "parameters": sampling}, "parameters"
+
+    sent = [body(sampling) for sampling, _ in [*BAD_SAMPLING, *GOOD_SAMPLING]]
+    bodies = [b for b, _ in sent]
+    # A request parameter that contradicts the sampling_parameters input is refused too.
+    bodies.append({"text_input": PROMPT, "sampling_parameters": json.dumps({"max_tokens": 6}),
+                   "parameters": {"max_tokens": 9}})  # fmt: skip
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda b: http_post(triton_server, "generate", b), bodies))
+    # An unknown key is named where it was sent; a bad value by its sampling key.
+    refusals = [m.replace("sampling_parameters:", f"{field}:")
+                for (_, m), (_, field) in zip(BAD_SAMPLING, sent, strict=False)]  # fmt: skip
+    refusals.append("parameters.max_tokens (9) conflicts with sampling_parameters.max_tokens (6)")
+    for (status, text), message in zip(answers[: len(BAD_SAMPLING)] + answers[-1:], refusals, strict=True):
+        assert status == 400 and message in json.loads(text)["error"], (message, text)
+    for (status, text), (_, hf) in zip(answers[len(BAD_SAMPLING) : -1], GOOD_SAMPLING, strict=True):
+        assert status == 200, text
+        assert json.loads(text)["text_output"] == llama.decode(llama.generate(PROMPT, 6, **hf)[0])
 
 
 def test_http_generate_returns_logprobs(triton_server: TritonServer, llama: Reference) -> None:
