@@ -216,13 +216,17 @@ def _model_ready(server: ServerUrls, model: str) -> bool:
     return _ready(server.http, f"/v2/models/{model}/ready")
 
 
-def _meta(options: BenchOptions) -> dict[str, object]:
-    cpu = platform.processor() or platform.machine()
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` knows."""
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def _meta(options: BenchOptions) -> dict[str, object]:
+    cpu = cpu_model()
     cores = len(os.sched_getaffinity(0))
     return {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),

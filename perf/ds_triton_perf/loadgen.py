@@ -105,6 +105,8 @@ class LoadResult:
     errors: dict[str, int]
     loadgen_cpu_cores: float
     latency_histogram: Histogram = field(repr=False)
+    ttft_histogram: Histogram = field(default_factory=Histogram, repr=False)
+    itl_histogram: Histogram = field(default_factory=Histogram, repr=False)
     samples: list[Sample] = field(default_factory=list, repr=False)
     timeline: list[int] = field(default_factory=list, repr=False)
     bins: list[SecondBin] = field(default_factory=list, repr=False)
@@ -115,7 +117,8 @@ class LoadResult:
         return sum(self.errors.values())
 
     def to_dict(self) -> dict[str, Any]:
-        out = {k: v for k, v in asdict(self).items() if k not in ("latency_histogram", "samples", "bins")}
+        out = {k: v for k, v in asdict(self).items()
+               if k not in ("latency_histogram", "ttft_histogram", "itl_histogram", "samples", "bins")}
         out["spec"] = asdict(self.spec)
         out["latency_buckets_us"] = [list(b) for b in self.latency_histogram.buckets()]
         return out
@@ -255,6 +258,8 @@ def _result(label: str, spec: LoadSpec, recorder: Recorder, cpu_cores: float) ->
         errors=dict(recorder.errors),
         loadgen_cpu_cores=cpu_cores,
         latency_histogram=recorder.latency,
+        ttft_histogram=recorder.ttft,
+        itl_histogram=recorder.itl,
         samples=recorder.samples,
         timeline=recorder.timeline,
         bins=recorder.bins,
