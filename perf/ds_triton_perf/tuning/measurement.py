@@ -28,8 +28,8 @@ def t95(dof: int) -> float:
 
 def relative_ci(values: Sequence[float]) -> float:
     """Half-width of the 95% confidence interval of the mean, as a share of the mean (inf if unknown)."""
-    if len(values) < 2:
-        return math.inf
+    if len(values) < 2 or not all(math.isfinite(v) for v in values):
+        return math.inf  # a window with no figure (nothing completed) leaves the level unknown
     mean = statistics.fmean(values)
     if mean == 0:
         return math.inf

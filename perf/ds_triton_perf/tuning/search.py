@@ -112,7 +112,7 @@ class Search:
             reason = self._brute(state, start) if mode == "brute" else self._quick(state, start)
             complete = True
         except BudgetSpent:
-            reason, complete = f"time budget of {_duration(self.budget_s or 0)} spent", False
+            reason, complete = f"time budget of {duration(self.budget_s or 0)} spent", False
         return SearchOutcome(mode, state.measured, state.best, state.spent_s, reason, state.replayed,
                              complete)
 
@@ -197,6 +197,7 @@ def _candidate(space: SearchSpace, measurement: Measurement) -> Candidate:
     return Candidate(tuple((name, measurement.settings[name]) for name in space.names))
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
+    """``75`` → ``1m15s``; ``40`` → ``40s``."""
     minutes, rest = divmod(round(seconds), 60)
     return f"{minutes}m{rest:02d}s" if minutes else f"{rest}s"
