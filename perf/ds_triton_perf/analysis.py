@@ -59,7 +59,11 @@ def compare(results: BenchResults) -> None:
     kinds = registry()
     for key, rows in results.extra.items():
         if key in kinds:
-            kinds[key].verdicts(results, rows)
+            try:
+                kinds[key].verdicts(results, rows)
+            except Exception as exc:  # one kind's bug must not cost the other verdicts
+                results.notes.append(f"{key}: its verdicts could not be computed "
+                                     f"({type(exc).__name__}: {exc})")
 
 
 def _compare_mix(results: BenchResults, model: str, texts: str) -> None:

@@ -9,6 +9,11 @@ the results folder.
 Order: each model's core suite (ceiling, load sweeps, perf_analyzer,
 genai-perf), then that model's scenario kinds (:mod:`ds_triton_perf.kinds`),
 then the joint kinds (the memory soak) across every model.
+
+Every point runs through a :class:`~ds_triton_perf.guard.Guard`: one that
+fails is a note in the report, and once the time budget (``--budget-min``)
+is spent the points not yet started are skipped, so ``summary.md`` and
+``report.html`` are always written.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from ds_triton_perf.analysis import compare
 from ds_triton_perf.embedding_bench import EmbeddingBench
 from ds_triton_perf.engine_metrics import engine_run
 from ds_triton_perf.generation_bench import GenerationBench
+from ds_triton_perf.guard import Guard
 from ds_triton_perf.kinds import KindContext, registry
 from ds_triton_perf.memory import listening_pid
 from ds_triton_perf.report import summary_markdown, write_html
@@ -58,6 +64,8 @@ class BenchOptions:
         progress: Show progress bars.
         start_server: Always start a server (never use one found on the default ports).
         profile_dir: Where a server started elsewhere writes its step timeline.
+        budget_min: Minutes after which no new point starts (None: no limit); the
+            memory soak is shortened to fit what is left.
     """
 
     quick: bool = False
@@ -71,6 +79,7 @@ class BenchOptions:
     progress: bool = True
     start_server: bool = False
     profile_dir: Path | None = None
+    budget_min: float | None = None
     command: str = field(default_factory=lambda: shlex.join(["ds-triton-perf", *sys.argv[1:]]))
 
 
@@ -82,54 +91,76 @@ def run_bench(options: BenchOptions) -> Path:
     suites = [_filtered(s, options) for s in default_scenarios(options.scenario_dir)
               if not options.models or s.model in options.models]
     results = BenchResults(meta=_meta(options))
-    with _server(options, out_dir, [s.model for s in suites], log) as (server, pid, profile_dir):
-        results.meta["server"] = f"http {server.http}, grpc {server.grpc}"
-        if profile_dir is not None:
-            results.meta["profile_dir"] = str(profile_dir)
-        context = KindContext(results, server, options.model_repository, out_dir, log, quick=options.quick,
-                              progress=options.progress, server_pid=pid, profile_dir=profile_dir)
-        ready = []
-        for suite in suites:
-            if not _model_ready(server, suite.model):
-                results.notes.append(f"{suite.model}: not READY on the server; its scenarios were skipped")
-                log.step(f"{suite.model}: not ready on the server, skipped")
-                continue
-            ready.append(suite)
-            if suite.task == "embedding":
-                EmbeddingBench(suite, options.model_repository / suite.model, server, results, out_dir,
-                               log, quick=options.quick, systems=tuple(options.systems),
-                               progress=options.progress).run()
-            else:
-                GenerationBench(suite, options.model_repository / suite.model, server, results, out_dir,
-                                log, quick=options.quick, progress=options.progress).run()
-            _run_kinds(context, suite)
-        _run_joint_kinds(context, ready)
-    _attach_server_side(results, profile_dir)
-    compare(results)
-    results.meta["elapsed_s"] = round(log.elapsed_s, 1)
-    results.meta["load_average_end"] = _load_average()
+    guard = Guard(results.notes, log, None if options.budget_min is None else 60.0 * options.budget_min,
+                  errors_path=out_dir / "errors.log")
+    profile_dir: Path | None = None
+
+    def measure() -> None:
+        nonlocal profile_dir
+        with _server(options, out_dir, [s.model for s in suites], log) as (server, pid, profile_dir):
+            results.meta["server"] = f"http {server.http}, grpc {server.grpc}"
+            if profile_dir is not None:
+                results.meta["profile_dir"] = str(profile_dir)
+            context = KindContext(results, server, options.model_repository, out_dir, log,
+                                  quick=options.quick, progress=options.progress, server_pid=pid,
+                                  profile_dir=profile_dir, deadline=guard.deadline)
+            ready = []
+            for suite in suites:
+                if not _model_ready(server, suite.model):
+                    results.notes.append(f"{suite.model}: not READY on the server; "
+                                         "its scenarios were skipped")
+                    log.step(f"{suite.model}: not ready on the server, skipped")
+                    continue
+                ready.append(suite)
+                model_dir = options.model_repository / suite.model
+                if suite.task == "embedding":
+                    EmbeddingBench(suite, model_dir, server, results, out_dir, log, quick=options.quick,
+                                   systems=tuple(options.systems), progress=options.progress,
+                                   guard=guard).run()
+                else:
+                    GenerationBench(suite, model_dir, server, results, out_dir, log, quick=options.quick,
+                                    progress=options.progress, guard=guard).run()
+                _run_kinds(context, suite, guard)
+            _run_joint_kinds(context, ready, guard)
+
+    server_ok = guard.run("the benchmark server", measure)
+    guard.run("reading the server's side (metrics, step timeline)", _attach_server_side, results,
+              profile_dir, budgeted=False)
+    guard.run("comparisons and verdicts", compare, results, budgeted=False)
+    if guard.failed or guard.skipped:
+        results.notes.insert(0, f"{len(guard.failed)} point(s) failed and {len(guard.skipped)} were skipped "
+                                "(listed below; tracebacks in errors.log).")
+    results.meta.update(elapsed_s=round(log.elapsed_s, 1), load_average_end=_load_average(),
+                        budget_min=options.budget_min, failed_points=guard.failed,
+                        skipped_points=guard.skipped)
     write_raw(results, out_dir)
     summary = summary_markdown(results)
     (out_dir / "summary.md").write_text(summary)
-    write_html(results, out_dir / "report.html")
+    guard.run("report.html", write_html, results, out_dir / "report.html", budgeted=False)
     print(summary)
     print(f"Report: {out_dir / 'report.html'}\nSummary: {out_dir / 'summary.md'}")
+    if not server_ok:
+        raise BenchFailed(f"no server to measure (see the notes in {out_dir / 'summary.md'})")
     return out_dir
 
 
-def _run_kinds(context: KindContext, suite: ModelScenarios) -> None:
+class BenchFailed(RuntimeError):
+    """The run measured nothing of this project (its server did not start or went away)."""
+
+
+def _run_kinds(context: KindContext, suite: ModelScenarios, guard: Guard) -> None:
     kinds = registry()
     for key, configs in suite.extra.items():
         if not kinds[key].joint:
             for config in configs:
-                kinds[key].run(context, suite, config)
+                guard.run(f"{suite.model} {key} {config.name}", kinds[key].run, context, suite, config)
 
 
-def _run_joint_kinds(context: KindContext, suites: Sequence[ModelScenarios]) -> None:
+def _run_joint_kinds(context: KindContext, suites: Sequence[ModelScenarios], guard: Guard) -> None:
     for key, kind in registry().items():
         blocks = [(suite, config) for suite in suites for config in suite.extra.get(key, [])]
         if kind.joint and blocks:
-            kind.run(context, blocks)
+            guard.run(key, kind.run, context, blocks)
 
 
 def _attach_server_side(results: BenchResults, profile_dir: Path | None) -> None:

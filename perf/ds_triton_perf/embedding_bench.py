@@ -13,7 +13,9 @@ import asyncio
 import gc
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from ds_triton_perf.guard import Guard
 from ds_triton_perf.loadgen import LoadResult, LoadSpec, run_load
 from ds_triton_perf.perf_analyzer import PaRun, run_perf_analyzer
 from ds_triton_perf.results import BenchResults, LoadRun, PaPoint
@@ -30,6 +32,9 @@ from ds_triton_perf.systems import ServerUrls, open_system
 from ds_triton_perf.targets import Endpoint, open_embedding_target
 from ds_triton_perf.texts import text_mix, write_input_data
 
+if TYPE_CHECKING:
+    from ds_triton.embedding.encoder import TextEncoder
+
 
 @dataclass
 class EmbeddingBench:
@@ -44,16 +49,20 @@ class EmbeddingBench:
     quick: bool = False
     systems: tuple[str, ...] = ("triton", "pytriton", "rest")
     progress: bool = True
+    guard: Guard | None = None
 
     def __post_init__(self) -> None:
         self._probe = StatsProbe(self.results.notes)
+        self._guard = self.guard or Guard(self.results.notes, self.log)
 
     def run(self) -> None:
+        """Every scenario; a point that fails is a note and the rest still run."""
+        model = self.scenarios.model
         self.run_ceiling()
         for system in self.systems:
             wanted = [s for s in self._loadgen_order() if system in s.systems]
             if wanted:
-                self.run_system(system, wanted)
+                self._guard.run(f"{model} {system}", self.run_system, system, wanted)
         for scenario in self.scenarios.perf_analyzer:
             self.run_perf_analyzer(scenario)
 
@@ -65,19 +74,26 @@ class EmbeddingBench:
         from ds_triton_perf.peers.ceiling import LENGTH_GROUPS, NAIVE, measure_ceiling
         from ds_triton_perf.peers.model import load_encoder
 
+        model = self.scenarios.model
         sizes = ceiling.quick_batch_sizes if self.quick else ceiling.batch_sizes
         duration = ceiling.quick_duration_s if self.quick else ceiling.duration_s
-        for padding, bucketing in ((LENGTH_GROUPS, None), (NAIVE, False)):
-            self.log.step(f"{self.scenarios.model}: in-process ceiling, {padding} (loading the model)")
+
+        def measure(encoder: TextEncoder, mix: str, size: int, padding: str) -> None:
+            self.log.step(f"{model}: ceiling {mix} batch {size}, {padding}")
+            point = measure_ceiling(encoder, self._texts(mix), mix, size, duration, padding=padding)
+            self.results.ceiling.append((model, point))
+            self.log.detail(f"{point.items_per_s:.1f} texts/s, {point.batch_latency_ms:.1f} ms/batch")
+
+        def padding_mode(padding: str, bucketing: bool | None) -> None:
+            self.log.step(f"{model}: in-process ceiling, {padding} (loading the model)")
             encoder = load_encoder(self.model_dir, length_bucketing=bucketing)
             for mix in ceiling.texts:
-                texts = self._texts(mix)
                 for size in sizes:
-                    self.log.step(f"{self.scenarios.model}: ceiling {mix} batch {size}, {padding}")
-                    point = measure_ceiling(encoder, texts, mix, size, duration, padding=padding)
-                    self.results.ceiling.append((self.scenarios.model, point))
-                    self.log.detail(f"{point.items_per_s:.1f} texts/s, {point.batch_latency_ms:.1f} ms/batch")
-        del encoder
+                    self._guard.run(f"{model} ceiling {mix} batch {size} ({padding})",
+                                    measure, encoder, mix, size, padding)
+
+        for padding, bucketing in ((LENGTH_GROUPS, None), (NAIVE, False)):
+            self._guard.run(f"{model} ceiling ({padding})", padding_mode, padding, bucketing)
         gc.collect()
 
     # -- load generator -----------------------------------------------------
@@ -89,7 +105,8 @@ class EmbeddingBench:
             for scenario in scenarios:
                 sweep = scenario.quick_sweep if self.quick and scenario.quick_sweep else scenario.sweep
                 for requested in sweep:
-                    self._load_point(scenario, endpoint, urls, requested)
+                    self._guard.run(f"{self.scenarios.model} {scenario.name} {system} {requested}",
+                                    self._load_point, scenario, endpoint, urls, requested)
 
     def _load_point(self, scenario: LoadgenScenario, endpoint: Endpoint, urls: ServerUrls | None,
                     requested: float | str) -> None:
@@ -148,16 +165,21 @@ class EmbeddingBench:
                     streaming=scenario.streaming,
                     measurement_ms=scenario.quick_measurement_ms if self.quick else scenario.measurement_ms,
                 )
-                self.log.step(f"{model}: perf_analyzer {scenario.name} {scenario.mode}={run.level:g} "
-                              f"batch {batch_size}")
-                before = self._probe.before(self.server, model)
-                result = run_perf_analyzer(run, self.out_dir / "perf_analyzer" / scenario.name)
-                point = PaPoint(model, scenario.name, scenario.texts, result,
-                                self._probe.after(before, self.server, model))
-                self.results.perf_analyzer.append(point)
-                self.log.detail(f"{result.throughput:.1f} infer/s, p99 "
-                                f"{result.latency_ms.get('p99', float('nan')):.1f} ms"
-                                if result.ok else f"FAILED: {result.message[-200:]}")
+                self._guard.run(f"{model} perf_analyzer {scenario.name} {scenario.mode}={run.level:g} "
+                                f"batch {batch_size}", self._perf_analyzer_point, scenario, run)
+
+    def _perf_analyzer_point(self, scenario: PerfAnalyzerScenario, run: PaRun) -> None:
+        model = self.scenarios.model
+        self.log.step(f"{model}: perf_analyzer {scenario.name} {scenario.mode}={run.level:g} "
+                      f"batch {run.batch_size}")
+        before = self._probe.before(self.server, model)
+        result = run_perf_analyzer(run, self.out_dir / "perf_analyzer" / scenario.name)
+        point = PaPoint(model, scenario.name, scenario.texts, result,
+                        self._probe.after(before, self.server, model))
+        self.results.perf_analyzer.append(point)
+        self.log.detail(f"{result.throughput:.1f} infer/s, p99 "
+                        f"{result.latency_ms.get('p99', float('nan')):.1f} ms"
+                        if result.ok else f"FAILED: {result.message[-200:]}")
 
     # -- helpers ------------------------------------------------------------
     def _texts(self, mix: str) -> list[str]:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 from ds_triton_perf.genai_perf import GenaiPerfRun, run_genai_perf
+from ds_triton_perf.guard import Guard
 from ds_triton_perf.loadgen import LoadResult, LoadSpec, run_load
 from ds_triton_perf.perf_analyzer import PaRun, run_perf_analyzer
 from ds_triton_perf.results import BenchResults, LoadRun, PaPoint
@@ -39,19 +40,24 @@ class GenerationBench:
     log: StepLog
     quick: bool = False
     progress: bool = True
+    guard: Guard | None = None
 
     def __post_init__(self) -> None:
+        self._guard = self.guard or Guard(self.results.notes, self.log)
         # The engine publishes its metrics in the background: wait a beat before the "after" snapshot.
         self._probe = StatsProbe(self.results.notes, settle_s=METRICS_SETTLE_S)
         self._stream_protocol: Literal["http", "grpc"] = "http"
         self.requests = self.scenarios.generation_requests(self.quick)
 
     def run(self) -> None:
-        self.run_static_batches()
+        """Every scenario; a point that fails is a note and the rest still run."""
+        model = self.scenarios.model
+        self._guard.run(f"{model} static batches", self.run_static_batches)
         for scenario in self.scenarios.loadgen:
             sweep = scenario.quick_sweep if self.quick and scenario.quick_sweep else scenario.sweep
             for level in sweep:
-                self._stream_point(scenario, int(float(level)))
+                self._guard.run(f"{model} {scenario.name} c={level}", self._stream_point, scenario,
+                                int(float(level)))
         for pa in self.scenarios.perf_analyzer:
             self.run_perf_analyzer(pa)
         for genai in self.scenarios.genai_perf:
@@ -64,22 +70,26 @@ class GenerationBench:
         tokenizer = ModelSpec.load(version_dir).resolve_checkpoint(version_dir)
         sweep = scenario.quick_sweep if self.quick and scenario.quick_sweep else scenario.sweep
         for concurrency in sweep:
-            run = GenaiPerfRun(
-                model=self.scenarios.model, grpc_url=self.server.grpc, tokenizer=tokenizer,
-                concurrency=concurrency, input_tokens_mean=scenario.input_tokens_mean,
-                output_tokens_mean=scenario.output_tokens_mean, num_prompts=scenario.num_prompts,
-                measurement_ms=scenario.quick_measurement_ms if self.quick else scenario.measurement_ms,
-            )
-            self.log.step(f"{self.scenarios.model}: genai-perf {scenario.name} concurrency={concurrency}")
-            result = run_genai_perf(run, self.out_dir / "genai_perf")
-            self.results.genai_perf.append(result)
-            if result.ok:
-                ttft = result.metrics.get("time_to_first_token", {}).get("p50", float("nan"))
-                self.log.detail(f"{result.output_tokens_per_s:.1f} output tokens/s, TTFT p50 {ttft:.1f} ms")
-            else:
-                self.log.detail(f"FAILED: {result.message[-200:]}")
-                self.results.notes.append(f"genai-perf {scenario.name} c={concurrency} failed: "
-                                          f"{result.message.strip().splitlines()[-1:]}")
+            self._guard.run(f"{self.scenarios.model} genai-perf {scenario.name} concurrency={concurrency}",
+                            self._genai_perf_point, scenario, tokenizer, concurrency)
+
+    def _genai_perf_point(self, scenario: GenaiPerfScenario, tokenizer: Path, concurrency: int) -> None:
+        run = GenaiPerfRun(
+            model=self.scenarios.model, grpc_url=self.server.grpc, tokenizer=tokenizer,
+            concurrency=concurrency, input_tokens_mean=scenario.input_tokens_mean,
+            output_tokens_mean=scenario.output_tokens_mean, num_prompts=scenario.num_prompts,
+            measurement_ms=scenario.quick_measurement_ms if self.quick else scenario.measurement_ms,
+        )
+        self.log.step(f"{self.scenarios.model}: genai-perf {scenario.name} concurrency={concurrency}")
+        result = run_genai_perf(run, self.out_dir / "genai_perf")
+        self.results.genai_perf.append(result)
+        if result.ok:
+            ttft = result.metrics.get("time_to_first_token", {}).get("p50", float("nan"))
+            self.log.detail(f"{result.output_tokens_per_s:.1f} output tokens/s, TTFT p50 {ttft:.1f} ms")
+        else:
+            self.log.detail(f"FAILED: {result.message[-200:]}")
+            self.results.notes.append(f"genai-perf {scenario.name} c={concurrency} failed: "
+                                      f"{result.message.strip().splitlines()[-1:]}")
 
     def run_static_batches(self) -> None:
         from ds_triton_perf.peers.static_batches import measure_static_batches
@@ -134,11 +144,16 @@ class GenerationBench:
             run = PaRun(model=model, url=url, protocol=scenario.protocol, mode=scenario.mode,
                         level=float(level), input_data=input_data, streaming=scenario.streaming,
                         measurement_ms=window)
-            self.log.step(f"{model}: perf_analyzer {scenario.name} {scenario.mode}={level}"
-                          + (" (streaming)" if scenario.streaming else ""))
-            before = self._probe.before(self.server, model)
-            result = run_perf_analyzer(run, self.out_dir / "perf_analyzer" / scenario.name)
-            self.results.perf_analyzer.append(PaPoint(model, scenario.name, scenario.texts, result,
-                                                      self._probe.after(before, self.server, model)))
-            self.log.detail(f"{result.throughput:.1f} responses/s" if result.ok
-                            else f"FAILED: {result.message[-200:]}")
+            self._guard.run(f"{model} perf_analyzer {scenario.name} {scenario.mode}={level}",
+                            self._perf_analyzer_point, scenario, run)
+
+    def _perf_analyzer_point(self, scenario: PerfAnalyzerScenario, run: PaRun) -> None:
+        model, level = self.scenarios.model, f"{run.level:g}"
+        self.log.step(f"{model}: perf_analyzer {scenario.name} {scenario.mode}={level}"
+                      + (" (streaming)" if scenario.streaming else ""))
+        before = self._probe.before(self.server, model)
+        result = run_perf_analyzer(run, self.out_dir / "perf_analyzer" / scenario.name)
+        self.results.perf_analyzer.append(PaPoint(model, scenario.name, scenario.texts, result,
+                                                  self._probe.after(before, self.server, model)))
+        self.log.detail(f"{result.throughput:.1f} responses/s" if result.ok
+                        else f"FAILED: {result.message[-200:]}")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,9 @@ class KindContext:
         progress: Show progress bars.
         server_pid: The local tritonserver's pid (memory sampling), when known.
         profile_dir: Where the server writes its step timeline, when it does.
+        deadline: ``time.monotonic()`` value by which the run's time budget is spent
+            (None: no budget); a kind with an open-ended length (the soak) fits itself
+            to :meth:`remaining_s`.
     """
 
     results: BenchResults
@@ -59,6 +63,11 @@ class KindContext:
     progress: bool = True
     server_pid: int | None = None
     profile_dir: Path | None = None
+    deadline: float | None = None
+
+    def remaining_s(self) -> float | None:
+        """Seconds left in the run's time budget (None: no budget)."""
+        return None if self.deadline is None else self.deadline - time.monotonic()
 
     def add_row(self, key: str, model: str, row: Row) -> None:
         self.results.extra.setdefault(key, []).append({"model": model, **row})

@@ -14,6 +14,10 @@ Targets: total RSS grows < 100 MB over the measured requests (after the
 warm-up); ``idle_s`` after the load every process is within 100 MB of its RSS
 at the soak's start; open file descriptors and /dev/shm regions are back to
 their start; no good request fails.
+
+The soak is bounded in time as well as in requests: it stops sending after
+``max_s`` (or what is left of the run's time budget, keeping ``idle_s`` for
+the quiet tail), and the row says how many requests were actually measured.
 """
 
 from __future__ import annotations
@@ -55,6 +59,8 @@ class SoakScenario:
     idle_s: float = 10.0
     quick_idle_s: float = 3.0
     sample_interval_s: float = 0.5
+    max_s: float = 900.0
+    quick_max_s: float = 120.0
     growth_bar_mb: float = 100.0
     idle_bar_mb: float = 100.0
 
@@ -79,15 +85,17 @@ def run(ctx: KindContext, blocks: list[tuple[ModelScenarios, SoakScenario]]) -> 
                         c.quick_requests if ctx.quick else c.requests) for s, c in blocks}
     ctx.log.step("soak: " + ", ".join(f"{m} {w}+{n} requests" for m, (w, n) in shares.items())
                  + f", then {first.quick_idle_s if ctx.quick else first.idle_s:g} s idle")
+    idle_s = first.quick_idle_s if ctx.quick else first.idle_s
+    max_s = _time_cap(ctx, first, idle_s)
     sampler = RssSampler(ctx.server_pid, first.sample_interval_s) if ctx.server_pid else None
     counts = {s.model: _Counts() for s, _ in blocks}
     if sampler:
         sampler.__enter__()
     try:
         started = time.time()
-        asyncio.run(_drive(ctx, blocks, shares, counts))
+        asyncio.run(_drive(ctx, blocks, shares, counts, time.monotonic() + max_s))
         ended = time.time()
-        time.sleep(first.quick_idle_s if ctx.quick else first.idle_s)
+        time.sleep(idle_s)
     finally:
         if sampler:
             sampler.__exit__(None, None, None)
@@ -98,14 +106,30 @@ def run(ctx: KindContext, blocks: list[tuple[ModelScenarios, SoakScenario]]) -> 
                bad_server_errors=sum(sum(c.bad_server_error.values()) for c in counts.values()),
                requests={m: n for m, (_, n) in shares.items()},
                warmup_requests={m: w for m, (w, _) in shares.items()},
+               sent={m: c.done for m, c in counts.items()}, max_s=round(max_s, 1),
+               cut_short=any(c.done < sum(shares[m]) for m, c in counts.items()),
                bars={"growth_mb": first.growth_bar_mb, "idle_mb": first.idle_bar_mb})
+    if row["cut_short"]:
+        ctx.results.notes.append(
+            f"soak: stopped sending after {max_s:.0f} s (its time cap) with "
+            + ", ".join(f"{m} {c.done} of {sum(shares[m])}" for m, c in counts.items())
+            + " requests sent; its verdicts are over what was measured")
     ctx.add_row(KIND.key, "", row)
     ctx.log.detail(f"RSS growth after warm-up {row.get('growth_mb')} MB, good failed {row['good_failed']}, "
                    f"bad refused {sum(c.bad_refused for c in counts.values())}")
 
 
+def _time_cap(ctx: KindContext, config: SoakScenario, idle_s: float) -> float:
+    """Seconds of load: ``max_s``, or less to end with the run's time budget (at least a minute)."""
+    cap = config.quick_max_s if ctx.quick else config.max_s
+    remaining = ctx.remaining_s()
+    if remaining is not None:
+        cap = min(cap, max(60.0, remaining - idle_s))
+    return cap
+
+
 async def _drive(ctx: KindContext, blocks: list[tuple[ModelScenarios, SoakScenario]],
-                 shares: dict[str, tuple[int, int]], counts: dict[str, _Counts]) -> None:
+                 shares: dict[str, tuple[int, int]], counts: dict[str, _Counts], stop_at: float) -> None:
     import aiohttp
 
     from ds_triton_perf.targets.client import measuring_client
@@ -121,13 +145,13 @@ async def _drive(ctx: KindContext, blocks: list[tuple[ModelScenarios, SoakScenar
             rng = random.Random(index)
             for _ in range(config.concurrency):
                 tasks.append(asyncio.create_task(_worker(good, bad, rng, config.bad_share, state, warmup,
-                                                         warmup + requests)))
+                                                         warmup + requests, stop_at)))
         await asyncio.gather(*tasks)
 
 
 async def _worker(good: Any, bad: Any, rng: random.Random, bad_share: float, state: _Counts, warmup: int,
-                  total: int) -> None:
-    while state.done < total:
+                  total: int, stop_at: float) -> None:
+    while state.done < total and time.monotonic() < stop_at:
         state.done += 1
         if rng.random() < bad_share:
             status = await bad()
@@ -247,7 +271,8 @@ def summarise(samples: list[MemorySample], started: float, warm: float, ended: f
 def verdicts(results: BenchResults, rows: list[Row]) -> None:
     for row in rows:
         bars = row["bars"]
-        requests = sum(row["requests"].values())
+        measured = sum(_measured_count(row, m) for m in row["requests"])
+        requests = f"{measured}" + (" (cut short by its time cap)" if row.get("cut_short") else "")
         target(results, "", f"soak: total RSS growth over {requests} requests after the warm-up",
                bars["growth_mb"], row.get("growth_mb"), lower_is_better=True, unit="MB", figure="soak",
                detail=f"{row.get('total_warm_mb')} → {row.get('total_end_mb')} MB (peak "
@@ -274,7 +299,7 @@ def section(model: str, rows: list[Row], results: BenchResults) -> Section | Non
                     "Resident memory (RSS)"),
               Table(["model", "warm-up", "measured", "good ok", "good failed", "bad refused (4xx)",
                      "bad accepted", "bad → server error", "first failure of each kind"],
-                    [[m, row["warmup_requests"][m], row["requests"][m], c["good_ok"],
+                    [[m, row["warmup_requests"][m], _measured(row, m), c["good_ok"],
                       _kinds(c["good_failed"]), c["bad_refused"], c["bad_accepted"],
                       _kinds(c["bad_server_error"]),
                       "; ".join(f"{k}: {v}" for k, v in c.get("failure_examples", {}).items()) or "–"]
@@ -319,6 +344,17 @@ def _kinds(counts: dict[str, int]) -> str:
 def _describe_counts(counts: dict[str, dict[str, Any]]) -> str:
     return "; ".join(f"{m}: {c['good_ok']} ok, failed {c['good_failed'] or 0}, {c['bad_refused']} bad refused"
                      for m, c in counts.items())
+
+
+def _measured_count(row: Row, model: str) -> int:
+    """Requests sent after the warm-up (fewer than planned when the time cap cut the soak short)."""
+    planned, warmup = row["requests"][model], row["warmup_requests"][model]
+    return int(max(0, min((row.get("sent") or {}).get(model, warmup + planned) - warmup, planned)))
+
+
+def _measured(row: Row, model: str) -> str:
+    planned, measured = row["requests"][model], _measured_count(row, model)
+    return str(planned) if measured >= planned else f"{measured} of {planned}"
 
 
 def _mb(value: int | None) -> float | None:

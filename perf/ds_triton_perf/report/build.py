@@ -12,11 +12,14 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ds_triton_perf.report import plots
 from ds_triton_perf.report.document import Figure, Group, Report, Section, Table, anchor
 from ds_triton_perf.results import BenchResults, LoadRun
+
+if TYPE_CHECKING:
+    from ds_triton_perf.kinds import Kind
 
 HOW_TO_READ = [
     "Throughput is measured in closed loop (N requests always in flight); latency under load in "
@@ -43,11 +46,11 @@ def build_report(results: BenchResults) -> Report:
         sections += _common_sections(results, model)
         for key, rows in results.extra.items():
             if key in kinds and not kinds[key].joint:
-                section = kinds[key].section(model, [r for r in rows if r["model"] == model], results)
+                section = _kind_section(results, kinds[key], model, [r for r in rows if r["model"] == model])
                 if section is not None:
                     sections.append(section)
         groups.append(Group(anchor(model), model, [s for s in sections if s.tables or s.figures]))
-    joint = [kinds[key].section("", rows, results) for key, rows in results.extra.items()
+    joint = [_kind_section(results, kinds[key], "", rows) for key, rows in results.extra.items()
              if key in kinds and kinds[key].joint]
     if any(joint):
         groups.append(Group("all-models", "All models together",
@@ -64,6 +67,17 @@ def build_report(results: BenchResults) -> Report:
     return Report(title=f"Benchmark report ({meta.get('date', '')})", header=header,
                   verdicts=results.targets, groups=[g for g in groups if g.sections],
                   how_to_read=HOW_TO_READ, notes=results.notes)
+
+
+def _kind_section(results: BenchResults, kind: Kind, model: str,
+                  rows: list[dict[str, Any]]) -> Section | None:
+    """A kind's section; a kind whose section fails costs a note, not the report."""
+    try:
+        return kind.section(model, rows, results)
+    except Exception as exc:
+        results.notes.append(f"{kind.key}: its report section could not be built "
+                             f"({type(exc).__name__}: {exc})")
+        return None
 
 
 def _models(results: BenchResults, joint: set[str]) -> list[str]:

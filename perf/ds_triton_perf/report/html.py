@@ -62,7 +62,12 @@ def _draw_all(report: Report) -> list[tuple[Figure, bytes]]:
     for group in report.groups:
         for section in group.sections:
             for figure in section.figures:
-                png = figure.draw()
+                try:
+                    png = figure.draw()
+                except Exception as exc:  # one plot's bug must not cost the page
+                    report.notes.append(f"figure '{figure.title}' could not be drawn "
+                                        f"({type(exc).__name__}: {exc})")
+                    continue
                 if png:
                     out.append((figure, png))
     return out
