@@ -10,7 +10,7 @@ GATEWAY_PORT ?= 8080
 HOST ?= 127.0.0.1
 PYTEST_ARGS ?=
 
-.PHONY: setup serve doctor test test-fast lint bench clean
+.PHONY: setup serve doctor test test-fast lint bench bench-readme clean
 
 setup:
 	@bash scripts/setup.sh
@@ -33,8 +33,17 @@ test: setup lint
 test-fast: setup
 	@$(PY) -m pytest -ra -m "not server and not slow" $(PYTEST_ARGS)
 
+# `make bench`: the full suite, bounded: no point starts after BENCH_BUDGET_MIN minutes (the rest are
+# skipped with a note) and the memory soak shortens to fit. BENCH_QUICK=1: short runs (~5 min).
+# BENCH_ARGS: more options, e.g. BENCH_ARGS="--only overload soak".
+BENCH_BUDGET_MIN ?= 33
+BENCH_ARGS ?=
 bench: setup
-	@$(VENV)/bin/ds-triton-perf bench
+	@$(VENV)/bin/ds-triton-perf bench --budget-min $(BENCH_BUDGET_MIN) $(if $(BENCH_QUICK),--quick) $(BENCH_ARGS)
+
+# The README's "Latest results" block from the newest run (or RESULTS=perf/results/<ts>).
+bench-readme: setup
+	@$(VENV)/bin/ds-triton-perf readme $(or $(RESULTS),$$(ls -d perf/results/*/ | sort | tail -n 1)) --write README.md
 
 clean:
 	rm -rf .run perf/results .pytest_cache .mypy_cache .ruff_cache

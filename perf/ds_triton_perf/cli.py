@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -33,24 +34,52 @@ def build_parser() -> argparse.ArgumentParser:
                             "kinds by name, e.g. overload, long_prompt, soak)")
     bench.add_argument("--model", nargs="+", default=[], dest="models", help="only these models")
     bench.add_argument("--no-progress", action="store_true", help="no progress bars")
+    bench.add_argument("--budget-min", type=float, default=None, metavar="MINUTES",
+                       help="no point starts after this many minutes (the rest are skipped with a note; "
+                            "the memory soak shortens to fit); `make bench` passes 33")
     bench.set_defaults(func=_bench)
+    readme = commands.add_parser("readme",
+                                 help="write a run's results into the README's 'Latest results' block")
+    readme.add_argument("results_dir", type=Path, help="a perf/results/<timestamp> folder")
+    readme.add_argument("--write", type=Path, metavar="README",
+                        help="replace the block between the markers in this file (default: print it)")
+    readme.set_defaults(func=_readme)
     return parser
 
 
+def _readme(args: argparse.Namespace) -> int:
+    from ds_triton_perf.report.readme import ReadmeError, latest_results_block, refresh_readme
+
+    try:
+        if args.write is None:
+            print(latest_results_block(args.results_dir))
+        else:
+            refresh_readme(args.write, args.results_dir)
+            print(f"{args.write}: 'Latest results' now shows {args.results_dir}")
+    except ReadmeError as exc:
+        print(f"ds-triton-perf readme: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
-    from ds_triton_perf.bench import BenchOptions, run_bench
+    from ds_triton_perf.bench import BenchFailed, BenchOptions, run_bench
 
     server = None
     if args.http_url or args.grpc_url:
         if not (args.http_url and args.grpc_url):
             raise SystemExit("--http-url and --grpc-url go together")
         server = ServerUrls(args.http_url, args.grpc_url, args.metrics_url)
-    run_bench(BenchOptions(
-        quick=args.quick, out_root=args.out, scenario_dir=args.scenarios,
-        model_repository=args.model_repository, server=server, systems=args.systems,
-        only=args.only, models=args.models, progress=not args.no_progress,
-        start_server=args.start_server, profile_dir=args.profile_dir,
-    ))
+    try:
+        run_bench(BenchOptions(
+            quick=args.quick, out_root=args.out, scenario_dir=args.scenarios,
+            model_repository=args.model_repository, server=server, systems=args.systems,
+            only=args.only, models=args.models, progress=not args.no_progress,
+            start_server=args.start_server, profile_dir=args.profile_dir, budget_min=args.budget_min,
+        ))
+    except BenchFailed as exc:
+        print(f"ds-triton-perf bench: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
