@@ -230,6 +230,8 @@ def _filtered(suite: ModelScenarios, options: BenchOptions) -> ModelScenarios:
         perf_analyzer=[s for s in suite.perf_analyzer if s.name in options.only],
         loadgen=[s for s in suite.loadgen if s.name in options.only],
         ceiling=suite.ceiling if "ceiling" in options.only else None,
+        generation=suite.generation if "static_batches" in options.only
+        else dataclasses.replace(suite.generation, static_batch_size=0),
         genai_perf=[s for s in suite.genai_perf if s.name in options.only],
         extra={key: [c for c in configs if c.name in options.only] for key, configs in suite.extra.items()},
     )

@@ -30,8 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--systems", nargs="+", choices=SYSTEMS, default=list(SYSTEMS),
                        help="systems the load generator drives")
     bench.add_argument("--only", nargs="+", default=[], metavar="SCENARIO",
-                       help="run only these scenario names ('ceiling' for the in-process ceiling; "
-                            "kinds by name, e.g. overload, long_prompt, soak)")
+                       help="run only these scenario names ('ceiling' for the in-process ceiling, "
+                            "'static_batches' for the generation baseline; kinds by name, e.g. "
+                            "overload, long_prompt, soak)")
     bench.add_argument("--model", nargs="+", default=[], dest="models", help="only these models")
     bench.add_argument("--no-progress", action="store_true", help="no progress bars")
     bench.add_argument("--budget-min", type=float, default=None, metavar="MINUTES",

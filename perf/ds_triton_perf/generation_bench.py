@@ -52,7 +52,8 @@ class GenerationBench:
     def run(self) -> None:
         """Every scenario; a point that fails is a note and the rest still run."""
         model = self.scenarios.model
-        self._guard.run(f"{model} static batches", self.run_static_batches)
+        if self.scenarios.generation.static_batch_size > 0:
+            self._guard.run(f"{model} static batches", self.run_static_batches)
         for scenario in self.scenarios.loadgen:
             sweep = scenario.quick_sweep if self.quick and scenario.quick_sweep else scenario.sweep
             for level in sweep:

@@ -79,6 +79,7 @@ class GenerationLoad:
 
     Request ``i`` is prompt ``i`` of the mix with ``max_tokens[i % len(max_tokens)]``; the
     load generator, perf_analyzer and the static-batch baseline all use the same list.
+    ``static_batch_size`` 0 skips the static-batch baseline (``--only`` without ``static_batches``).
     """
 
     prompts: str = "mixed"

@@ -3,12 +3,14 @@
 Drives Chromium through the DevTools protocol (a websocket, via aiohttp): every
 console message, uncaught exception and browser log entry at error level is
 collected while the page loads, then the page itself is asked whether each
-image decodes, which in-page links point nowhere, and what its visible text is.
+image decodes, which in-page links point nowhere, and what its visible text is;
+last, a screenshot of the top of the page (what a reader sees first) as PNG.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import itertools
 import json
@@ -25,6 +27,7 @@ from typing import Any
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--no-first-run"]
+SCREEN = (1400, 900)
 
 _INSPECT = """(async () => {
   const images = await Promise.all(Array.from(document.images).map(async (img) => {
@@ -49,6 +52,7 @@ class PageReport:
     text: str = ""
     figures: int = 0
     captions: int = 0
+    screenshot: bytes = b""
 
 
 def inspect_page(path: Path, timeout_s: float = 90.0) -> PageReport:
@@ -121,6 +125,10 @@ async def _inspect(port: int, url: str) -> PageReport:
             report.images, report.dangling_links = seen["images"], seen["dangling"]
             report.text, report.figures, report.captions = seen["text"], seen["figures"], seen["captions"]
             await asyncio.sleep(0.3)  # late console messages
+            await call("Emulation.setDeviceMetricsOverride", width=SCREEN[0], height=SCREEN[1],
+                       deviceScaleFactor=1, mobile=False)
+            shot = await call("Page.captureScreenshot", format="png")
+            report.screenshot = base64.b64decode(shot["result"]["data"])
             listener.cancel()
     return report
 

@@ -16,7 +16,7 @@ from ds_triton_perf.report.build import build_report
 from ds_triton_perf.report.html import write_html
 from ds_triton_perf.report.summary import summary_markdown
 from tests.perf import synthetic
-from tests.perf.chromium import inspect_page
+from tests.perf.chromium import SCREEN, inspect_page
 
 
 @pytest.fixture(scope="module")
@@ -25,14 +25,28 @@ def results() -> synthetic.BenchResults:
 
 
 def assert_page_is_clean(html_path: Path) -> None:
-    """What a reader's browser must see: no errors, every image decodes, no raw markdown."""
+    """What a reader's browser must see: no errors, every image decodes, no raw markdown, a page drawn.
+
+    The screenshot of the top of the page is kept beside the report (``report.png``).
+    """
     page = inspect_page(html_path)
+    html_path.with_suffix(".png").write_bytes(page.screenshot)
+    _assert_drawn(html_path.with_suffix(".png"))
     assert page.errors == []
     assert page.images and all(image["ok"] for image in page.images), page.images
     assert page.figures == page.captions == len(page.images)
     assert page.dangling_links == []
     assert "**" not in page.text and "|---|" not in page.text and "---|" not in page.text
     assert 0 <= page.text.find("Verdicts") < page.text.find("Throughput")
+
+
+def _assert_drawn(png: Path) -> None:
+    """A real screenshot: the browser's size, and not one flat colour (the page was painted)."""
+    import matplotlib.image
+
+    pixels = matplotlib.image.imread(png)
+    assert pixels.shape[:2] == (SCREEN[1], SCREEN[0])
+    assert pixels[..., :3].std() > 0.05  # text, tables and the verdict colours, not a blank page
 
 
 def test_the_report_opens_cleanly_in_headless_chromium(results: synthetic.BenchResults,
