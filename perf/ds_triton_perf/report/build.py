@@ -49,7 +49,7 @@ def build_report(results: BenchResults) -> Report:
                 section = _kind_section(results, kinds[key], model, [r for r in rows if r["model"] == model])
                 if section is not None:
                     sections.append(section)
-        groups.append(Group(anchor(model), model, [s for s in sections if s.tables or s.figures]))
+        groups.append(Group(anchor(model), model, _with_data(sections)))
     joint = [_kind_section(results, kinds[key], "", rows) for key, rows in results.extra.items()
              if key in kinds and kinds[key].joint]
     if any(joint):
@@ -67,6 +67,14 @@ def build_report(results: BenchResults) -> Report:
     return Report(title=f"Benchmark report ({meta.get('date', '')})", header=header,
                   verdicts=results.targets, groups=[g for g in groups if g.sections],
                   how_to_read=HOW_TO_READ, notes=results.notes)
+
+
+def _with_data(sections: list[Section]) -> list[Section]:
+    """Tables without rows dropped (a run of a few scenarios fills a few sections); a section stays
+    while it has a table or a figure (figures without data are not drawn, see the HTML writer)."""
+    for section in sections:
+        section.tables = [t for t in section.tables if t.rows]
+    return [s for s in sections if s.tables or s.figures]
 
 
 def _kind_section(results: BenchResults, kind: Kind, model: str,

@@ -49,7 +49,8 @@ def render_html(report: Report) -> str:
     body.append("<div class='help'>" + "".join(f"<p>{_e(p)}</p>" for p in report.how_to_read) + "</div>")
     for group in report.groups:
         body.append(f"<h2 id='{group.id}'>{_e(group.title)}</h2>")
-        body += [_section(section, drawn) for section in group.sections]
+        body += [_section(section, drawn) for section in group.sections
+                 if section.tables or any(f.id in drawn for f in section.figures)]
     body.append("<h2 id='notes'>Notes</h2>" + ("<ul>" + "".join(f"<li>{_e(n)}</li>" for n in report.notes)
                                                + "</ul>" if report.notes else "<p>None.</p>"))
     return ("<!doctype html><html lang='en'><head><meta charset='utf-8'>"

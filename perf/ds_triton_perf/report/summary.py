@@ -34,6 +34,8 @@ def report_markdown(report: Report) -> str:
     for group in report.groups:
         parts.append(f"## {group.title}")
         for section in group.sections:
+            if not section.tables:  # figures live in report.html
+                continue
             parts.append(f"### {section.title}")
             if section.text:
                 parts.append(section.text)
