@@ -84,6 +84,7 @@ def test_quick_bench_writes_report_summary_and_raw_data(triton_server: TritonSer
     assert {"report.html", "summary.md", "results.json", "loadgen.csv", "perf_analyzer.csv",
             "ceiling.csv", "samples.csv", "comparisons.csv"} <= names
     results = json.loads((run_dir / "results.json").read_text())
+    assert results["meta"]["failed_points"] == [], results["notes"]
     systems = {r["system"] for r in results["load_runs"]}
     assert systems == {"triton", "pytriton", "rest"}
     assert all(r["result"]["errors"] == {} for r in results["load_runs"])
@@ -109,6 +110,7 @@ def test_every_kind_on_both_models_and_the_report_in_headless_chromium(tmp_path:
     run_dir = _bench(tmp_path, repo_root, {"text_embedding": KINDS_EMBEDDING,
                                            "text_generation": KINDS_GENERATION}, "--start-server")
     results = json.loads((run_dir / "results.json").read_text())
+    assert results["meta"]["failed_points"] == [], results["notes"]
     extra = results["extra"]
     assert {r["model"] for r in extra["overload"]} == {"text_embedding", "text_generation"}
     for row in extra["overload"]:
