@@ -34,7 +34,7 @@ test-fast: setup
 	@$(PY) -m pytest -ra -m "not server and not slow" $(PYTEST_ARGS)
 
 # `make bench`: the full suite, bounded: no point starts after BENCH_BUDGET_MIN minutes (the rest are
-# skipped with a note) and the memory soak shortens to fit. BENCH_QUICK=1: short runs (~5 min).
+# skipped with a note) and the memory soak shortens to fit. BENCH_QUICK=1: short runs, fewer points.
 # BENCH_ARGS: more options, e.g. BENCH_ARGS="--only overload soak".
 BENCH_BUDGET_MIN ?= 33
 BENCH_ARGS ?=

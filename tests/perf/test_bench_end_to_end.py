@@ -126,7 +126,8 @@ def test_every_kind_on_both_models_and_the_report_in_headless_chromium(tmp_path:
     # ones all succeed on a machine this busy is the benchmark's verdict, not this test's).
     assert soak["bad_server_errors"] == 0
     for model, counts in soak["counts"].items():
-        sent = counts["good_ok"] + sum(counts["good_failed"].values()) + counts["bad_refused"]
+        sent = (counts["good_ok"] + sum(counts["good_failed"].values()) + counts["bad_refused"]
+                + counts["bad_shed"])  # a bad request shed by the queue policy on a busy machine
         assert sent == soak["warmup_requests"][model] + soak["requests"][model], model
         assert counts["good_ok"] > 0 and counts["bad_refused"] > 0 and counts["bad_accepted"] == 0, model
     streams = [r for r in results["load_runs"] if r["model"] == "text_generation"]

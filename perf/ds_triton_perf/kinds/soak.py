@@ -5,7 +5,8 @@ share of requests: good ones (texts or prompts up to the model's limits, in
 batches for embedding, varied ``max_tokens`` for generation) and, with
 probability ``bad_share``, bad ones that the model must refuse with a 4xx
 (blank text, over-long batch, wrong datatype; unknown sampling key, limits
-exceeded, empty or over-long prompt). Meanwhile the server's processes
+exceeded, empty or over-long prompt; a 503 from the queue policy, before the model
+saw the input, is counted apart as shed). Meanwhile the server's processes
 (tritonserver and every Python stub) are sampled with
 :class:`ds_triton_perf.memory.RssSampler`, through a warm-up of
 ``warmup_requests``, the measured ``requests``, and ``idle_s`` of quiet after.
@@ -71,6 +72,7 @@ class _Counts:
     good_ok: int = 0
     good_failed: dict[str, int] = field(default_factory=dict)
     bad_refused: int = 0
+    bad_shed: int = 0  # 503 before the model saw it (queue policy under load): not an answer about the input
     bad_accepted: int = 0
     bad_server_error: dict[str, int] = field(default_factory=dict)
     examples: dict[str, str] = field(default_factory=dict)  # first message of each failure type
@@ -157,6 +159,8 @@ async def _worker(good: Any, bad: Any, rng: random.Random, bad_share: float, sta
             status = await bad()
             if 400 <= status < 500:
                 state.bad_refused += 1
+            elif status == 503:
+                state.bad_shed += 1
             elif status == 200:
                 state.bad_accepted += 1
             else:
@@ -298,9 +302,9 @@ def section(model: str, rows: list[Row], results: BenchResults) -> Section | Non
                                                      row["total_idle_mb"]]] if row["processes"] else []),
                     "Resident memory (RSS)"),
               Table(["model", "warm-up", "measured", "good ok", "good failed", "bad refused (4xx)",
-                     "bad accepted", "bad → server error", "first failure of each kind"],
+                     "bad shed (503)", "bad accepted", "bad → server error", "first failure of each kind"],
                     [[m, row["warmup_requests"][m], _measured(row, m), c["good_ok"],
-                      _kinds(c["good_failed"]), c["bad_refused"], c["bad_accepted"],
+                      _kinds(c["good_failed"]), c["bad_refused"], c.get("bad_shed", 0), c["bad_accepted"],
                       _kinds(c["bad_server_error"]),
                       "; ".join(f"{k}: {v}" for k, v in c.get("failure_examples", {}).items()) or "–"]
                      for m, c in row["counts"].items()], "Requests")]
@@ -334,6 +338,7 @@ def draw(row: Row) -> bytes:
 def _counts_row(counts: _Counts) -> dict[str, Any]:
     return {"good_ok": counts.good_ok, "good_failed": counts.good_failed, "bad_refused": counts.bad_refused,
             "bad_accepted": counts.bad_accepted, "bad_server_error": counts.bad_server_error,
+            "bad_shed": counts.bad_shed,
             "failure_examples": counts.examples}
 
 
