@@ -123,7 +123,14 @@ def run_bench(options: BenchOptions) -> Path:
                 _run_kinds(context, suite, guard)
             _run_joint_kinds(context, ready, guard)
 
-    server_ok = guard.run("the benchmark server", measure)
+    interrupted = False
+    try:
+        server_ok = guard.run("the benchmark server", measure)
+    except KeyboardInterrupt:  # Ctrl-C: the server is stopped; what was measured is still written
+        interrupted, server_ok = True, True
+        results.notes.insert(0, f"interrupted (Ctrl-C) after {log.elapsed_s:.0f} s: this report has only "
+                                "what was measured before")
+        log.step("interrupted: writing what was measured")
     guard.run("reading the server's side (metrics, step timeline)", _attach_server_side, results,
               profile_dir, budgeted=False)
     guard.run("comparisons and verdicts", compare, results, budgeted=False)
@@ -139,6 +146,8 @@ def run_bench(options: BenchOptions) -> Path:
     guard.run("report.html", write_html, results, out_dir / "report.html", budgeted=False)
     print(summary)
     print(f"Report: {out_dir / 'report.html'}\nSummary: {out_dir / 'summary.md'}")
+    if interrupted:
+        raise KeyboardInterrupt
     if not server_ok:
         raise BenchFailed(f"no server to measure (see the notes in {out_dir / 'summary.md'})")
     return out_dir

@@ -81,6 +81,9 @@ def _bench(args: argparse.Namespace) -> int:
     except BenchFailed as exc:
         print(f"ds-triton-perf bench: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("ds-triton-perf bench: interrupted; the report has what was measured", file=sys.stderr)
+        return 130
     return 0
 
 

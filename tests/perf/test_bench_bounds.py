@@ -158,3 +158,65 @@ def test_make_bench_readme_replaces_only_the_marked_block(tmp_path: Path,
 def test_the_shipped_readme_has_the_markers() -> None:
     text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     assert replace_block(text, "x").count("x") >= 1
+
+
+_TINY = """
+model: text_embedding
+task: embedding
+texts:
+  uniform: {short: 1.0}
+loadgen:
+  - {name: closed, mode: closed, sweep: [1], texts: uniform, systems: [triton], duration_s: 1}
+"""
+
+
+def _bench_cli(tmp_path: Path) -> tuple[int, Path]:
+    scenarios = tmp_path / "scenarios"
+    scenarios.mkdir()
+    (scenarios / "text_embedding.yaml").write_text(_TINY)
+    code = main(["bench", "--no-progress", "--scenarios", str(scenarios), "--out", str(tmp_path / "out"),
+                 "--budget-min", "5"])
+    (run_dir,) = (tmp_path / "out").iterdir()
+    return code, run_dir
+
+
+def test_without_a_server_the_run_still_writes_its_report_and_exits_non_zero(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import contextlib
+
+    @contextlib.contextmanager
+    def no_server(*args: Any) -> Any:
+        raise RuntimeError("tritonserver exited with 1 before it was ready")
+        yield
+
+    monkeypatch.setattr(bench, "_server", no_server)
+    code, run_dir = _bench_cli(tmp_path)
+    assert code == 1
+    summary = (run_dir / "summary.md").read_text()
+    assert "the benchmark server: failed, RuntimeError: tritonserver exited with 1" in summary
+    assert (run_dir / "report.html").is_file() and (run_dir / "errors.log").is_file()
+
+
+def test_ctrl_c_writes_what_was_measured(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import contextlib
+
+    stopped = []
+
+    @contextlib.contextmanager
+    def fake_server(*args: Any) -> Any:
+        try:
+            yield ServerUrls("127.0.0.1:1", "127.0.0.1:2"), None, None
+        finally:
+            stopped.append(True)
+
+    def interrupted(*args: Any) -> bool:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bench, "_server", fake_server)
+    monkeypatch.setattr(bench, "_model_ready", interrupted)
+    code, run_dir = _bench_cli(tmp_path)
+    assert code == 130 and stopped == [True]
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["notes"][0].startswith("interrupted (Ctrl-C)")
+    assert results["meta"]["budget_min"] == 5
+    assert (run_dir / "report.html").is_file()
