@@ -220,3 +220,25 @@ def test_ctrl_c_writes_what_was_measured(monkeypatch: pytest.MonkeyPatch, tmp_pa
     assert results["notes"][0].startswith("interrupted (Ctrl-C)")
     assert results["meta"]["budget_min"] == 5
     assert (run_dir / "report.html").is_file()
+
+
+def test_a_kind_whose_section_fails_costs_a_note_once_not_the_report(monkeypatch: pytest.MonkeyPatch,
+                                                                       tmp_path: Path) -> None:
+    import dataclasses
+
+    from ds_triton_perf import kinds
+    from ds_triton_perf.report.html import write_html
+    from ds_triton_perf.report.summary import summary_markdown
+
+    def broken(model: str, rows: list[Any], results: BenchResults) -> None:
+        raise KeyError("surge_p99_ms")
+
+    registry = dict(kinds.registry())
+    registry["overload"] = dataclasses.replace(registry["overload"], section=broken)
+    monkeypatch.setattr(kinds, "_REGISTRY", registry)
+    results = synthetic.results()
+    summary = summary_markdown(results)
+    write_html(results, tmp_path / "report.html")
+    note = "overload: its report section could not be built (KeyError: 'surge_p99_ms')"
+    assert results.notes.count(note) == 1 and note in summary
+    assert "Overload (3× capacity" not in summary and "Memory soak" in summary  # the others still there

@@ -111,6 +111,8 @@ def run(ctx: KindContext, blocks: list[tuple[ModelScenarios, SoakScenario]]) -> 
                sent={m: c.done for m, c in counts.items()}, max_s=round(max_s, 1),
                cut_short=any(c.done < sum(shares[m]) for m, c in counts.items()),
                bars={"growth_mb": first.growth_bar_mb, "idle_mb": first.idle_bar_mb})
+    if any(c.warm_at is None for c in counts.values()):  # cut short inside the warm-up: no growth to read
+        row["growth_mb"] = None
     if row["cut_short"]:
         ctx.results.notes.append(
             f"soak: stopped sending after {max_s:.0f} s (its time cap) with "

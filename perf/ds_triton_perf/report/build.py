@@ -83,8 +83,9 @@ def _kind_section(results: BenchResults, kind: Kind, model: str,
     try:
         return kind.section(model, rows, results)
     except Exception as exc:
-        results.notes.append(f"{kind.key}: its report section could not be built "
-                             f"({type(exc).__name__}: {exc})")
+        note = f"{kind.key}: its report section could not be built ({type(exc).__name__}: {exc})"
+        if note not in results.notes:  # the report is built twice (summary.md, report.html)
+            results.notes.append(note)
         return None
 
 
