@@ -35,6 +35,7 @@ class GatewayLaunch:
         admin_key: This server's admin key, handed over in the environment (never on a
             command line) so the gateway can read model configs.
         drain_timeout_s: How long it lets requests in flight finish when stopped.
+        extra_args: More ``ds-triton-gateway`` flags (limits, for a benchmark).
     """
 
     host: str
@@ -43,12 +44,13 @@ class GatewayLaunch:
     model_repository: Path
     admin_key: str | None = None
     drain_timeout_s: float = 30.0
+    extra_args: tuple[str, ...] = ()
 
     def command(self) -> list[str]:
         return [
             sys.executable, "-m", "ds_triton_gateway", "--url", self.grpc_url, "--host", self.host,
             "--port", str(self.port), "--model-repository", str(Path(self.model_repository).resolve()),
-            "--drain-timeout", str(int(self.drain_timeout_s)),
+            "--drain-timeout", str(int(self.drain_timeout_s)), *self.extra_args,
         ]  # fmt: skip
 
     def env(self) -> dict[str, str]:
@@ -69,8 +71,13 @@ class GatewayProcess:
     def pid(self) -> int | None:
         return self._process.pid if self._process else None
 
-    def start(self) -> GatewayProcess:
-        self._process = subprocess.Popen(self.launch.command(), env=self.launch.env(), start_new_session=True)
+    def start(self, log: Path | None = None) -> GatewayProcess:
+        """Start it; its output goes to ``log`` when given (else to this process's)."""
+        with open(log, "ab") if log else contextlib.nullcontext() as out:
+            self._process = subprocess.Popen(
+                self.launch.command(), env=self.launch.env(), start_new_session=True,
+                stdout=out, stderr=subprocess.STDOUT if out else None,
+            )  # fmt: skip
         return self
 
     def poll(self) -> int | None:
