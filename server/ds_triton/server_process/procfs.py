@@ -1,4 +1,4 @@
-"""What ``/proc`` says about a process: parent, group, state and, once dead, how it ended.
+"""What ``/proc`` says about a process: parent, group, state, memory and, once dead, how it ended.
 
 The supervisor watches processes it did not start (tritonserver's Python stubs),
 so it cannot ``waitpid`` them; ``/proc/<pid>/stat`` still shows a dead child
@@ -57,6 +57,21 @@ def read_argv(pid: int, proc: Path = PROC) -> list[str]:
     except OSError:
         return []
     return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+
+
+def read_status(pid: int | str = "self", proc: Path = PROC) -> dict[str, int]:
+    """The byte-valued lines of ``/proc/<pid>/status`` (VmRSS, VmHWM, RssAnon, ...), in bytes.
+
+    Raises:
+        OSError: The process does not exist (any more).
+    """
+    values = {}
+    for line in (proc / str(pid) / "status").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        fields = rest.split()
+        if len(fields) == 2 and fields[1] == "kB":
+            values[key] = int(fields[0]) * 1024
+    return values
 
 
 def pids(proc: Path = PROC) -> Iterator[int]:
