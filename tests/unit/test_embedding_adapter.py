@@ -27,10 +27,24 @@ class FakeEncoder:
         return np.ones((len(batch), 4), np.float32)
 
 
-def handler_with(encoder: Any) -> adapter.EmbeddingHandler:
+class TrimmerSpy:
+    """Records the busy/idle calls an IdleTrimmer would get."""
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    def busy(self) -> None:
+        self.events.append("busy")
+
+    def idle(self) -> None:
+        self.events.append("idle")
+
+
+def handler_with(encoder: Any, trimmer: Any = None) -> adapter.EmbeddingHandler:
     handler = object.__new__(adapter.EmbeddingHandler)
     handler._options = EmbeddingSpec()
     handler._encoder = encoder
+    handler._trimmer = trimmer or TrimmerSpy()
     return handler
 
 
@@ -63,3 +77,14 @@ def test_forward_failure_fails_the_batch_with_internal_error_not_the_server() ->
     assert first is not None and first.code() == pb.TritonError.INTERNAL
     assert "out of memory" in first.message()
     assert second is not None and second.code() == pb.TritonError.INVALID_ARG
+
+
+def test_execute_is_busy_for_the_idle_trimmer_even_when_the_forward_fails() -> None:
+    class Exploding(FakeEncoder):
+        def embed(self, batch: TokenizedBatch) -> np.ndarray:
+            raise RuntimeError("boom")
+
+    trimmer = TrimmerSpy()
+    handler_with(FakeEncoder(), trimmer).execute([text_request(b"x")])
+    handler_with(Exploding(), trimmer).execute([text_request(b"x")])
+    assert trimmer.events == ["busy", "idle", "busy", "idle"]
