@@ -43,6 +43,16 @@ def test_chosen_token_rank_and_top_list_come_from_log_softmax() -> None:
     assert rows[0].rank == 1
 
 
+def test_ranks_count_ties_inside_at_the_edge_of_and_beyond_the_listed_tokens() -> None:
+    scores = torch.tensor([[3.0, 3.0, 1.0, 1.0, 1.0, 0.0]] * 4)
+    chosen = torch.tensor([1, 2, 5, 0])
+    # Rows list 1, 3, 2 and 0 top tokens: ties of the chosen score count wherever they are.
+    rows = gather_logprobs(scores, chosen, [1, 3, 2, 0])
+    assert [r.rank for r in rows] == [2, 5, 6, 2]
+    expected = torch.log_softmax(scores[0], -1)
+    assert all(abs(r.logprob - float(expected[r.token_id])) < 1e-6 for r in rows)
+
+
 def test_json_has_the_chosen_token_first_then_the_top_ranks_once_each() -> None:
     entry = LogprobEntry(7, -2.5, 3, "x", top=((4, -0.1, "a"), (9, -1.0, "b"), (7, -2.5, "x")))
     (position,) = json.loads(logprobs_json([entry]))

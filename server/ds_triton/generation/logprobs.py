@@ -87,23 +87,27 @@ class DeviceLogprobs:
     step, after the sampled tokens (on a GPU that copy no longer waits for compute).
     """
 
-    def __init__(self, logprobs: torch.Tensor, chosen: torch.Tensor, counts: Sequence[int]) -> None:
-        """Chosen token, its rank and the ``counts[i]`` best tokens of each row of ``logprobs``.
+    def __init__(self, scores: torch.Tensor, chosen: torch.Tensor, counts: Sequence[int]) -> None:
+        """Chosen token, its rank and the ``counts[i]`` best tokens of each row of ``scores``.
 
         Args:
-            logprobs: (N, V) log-probabilities.
+            scores: (N, V) logits (log-probabilities up to a constant per row; -inf allowed).
             chosen: (N,) the token each row chose.
             counts: How many top tokens each row wants (0: only the chosen one).
         """
         self._counts = list(counts)
         self._most = max(self._counts, default=0)
-        chosen = chosen.to(logprobs.device).unsqueeze(1)
-        chosen_logprob = logprobs.gather(1, chosen)
-        rank = (logprobs >= chosen_logprob).sum(dim=1, keepdim=True)
-        columns = [chosen.double(), chosen_logprob.double(), rank.double()]
+        scores = scores.float()
+        chosen = chosen.to(scores.device).unsqueeze(1)
+        # log_softmax(x) = x - logsumexp(x): only the values listed are normalised, so the
+        # (N, V) pass over the vocabulary is one reduction instead of a new (N, V) tensor.
+        total = torch.logsumexp(scores, dim=1, keepdim=True)
+        chosen_score = scores.gather(1, chosen)
+        top_score, top_ids = scores.topk(max(self._most, 1), dim=1)
+        rank = _rank(scores, chosen_score, top_score)
+        columns = [chosen.double(), (chosen_score - total).double(), rank.double()]
         if self._most:
-            top_logprob, top_ids = logprobs.topk(self._most, dim=1)
-            columns += [top_ids.double(), top_logprob.double()]
+            columns += [top_ids.double(), (top_score - total).double()]
         # float64 holds every token id exactly, so one tensor (one copy) carries it all.
         self._packed = torch.cat(columns, dim=1)
 
@@ -118,13 +122,29 @@ class DeviceLogprobs:
         return result
 
 
+def _rank(scores: torch.Tensor, chosen: torch.Tensor, top: torch.Tensor) -> torch.Tensor:
+    """(N, 1) how many tokens score at least the chosen one's (1: the most likely).
+
+    A chosen token scoring above the last of a row's ``top`` scores is ranked among
+    them; the others count their whole row. On a GPU the whole count is cheap and
+    choosing would cost a synchronisation, so every row counts there.
+    """
+    if scores.device.type != "cpu":
+        return (scores >= chosen).sum(dim=1, keepdim=True)
+    rank = (top >= chosen).sum(dim=1, keepdim=True)
+    outside = (chosen <= top[:, -1:]).squeeze(1).nonzero().squeeze(1)
+    if len(outside):
+        rank[outside] = (scores[outside] >= chosen[outside]).sum(dim=1, keepdim=True)
+    return rank
+
+
 def gather_logprobs(
-    logprobs: torch.Tensor, chosen: torch.Tensor, counts: Sequence[int]
+    scores: torch.Tensor, chosen: torch.Tensor, counts: Sequence[int]
 ) -> list[TokenLogprobs]:
     """``DeviceLogprobs(...).to_host()``: the chosen token, its rank and the top tokens per row."""
     if len(counts) == 0:
         return []
-    return DeviceLogprobs(logprobs, chosen, counts).to_host()
+    return DeviceLogprobs(scores, chosen, counts).to_host()
 
 
 def prompt_logprobs(
@@ -140,8 +160,7 @@ def prompt_logprobs(
     targets = torch.tensor(list(prompt_ids[1:]), dtype=torch.long, device=logits.device)
     if len(targets) == 0:
         return []
-    values = torch.log_softmax(logits[: len(targets)].float(), dim=-1)
-    return gather_logprobs(values, targets, [count] * len(targets))
+    return gather_logprobs(logits[: len(targets)], targets, [count] * len(targets))
 
 
 class TokenTexts:

@@ -79,9 +79,7 @@ class Sampler:
         """The next token of each row of ``logits`` (B, V) and the log-probabilities asked for."""
         logits = logits.float()
         wanted = [i for i, plan in enumerate(plans) if plan.logprobs_needed]
-        raw = None
-        if wanted and self.logprobs_mode == "raw_logprobs":
-            raw = torch.log_softmax(logits.index_select(0, _index(wanted, logits)), dim=-1)
+        # Processors work on a copy, so ``logits`` stays the model's own (raw) distribution.
         processed = apply_logits_processors(logits, plans, self._penalties)
         tokens = processed.argmax(dim=-1)
         warped: dict[int, torch.Tensor] = {}
@@ -105,11 +103,16 @@ class Sampler:
             )
         if not wanted:
             return SampledTokens(tokens)
-        if raw is None:  # processed: the distribution each token was drawn from
-            raw = torch.log_softmax(torch.stack([warped.get(i, processed[i]) for i in wanted]), dim=-1)
-        chosen_tokens = tokens.index_select(0, _index(wanted, tokens))
+        every = len(wanted) == len(plans)
+        if self.logprobs_mode == "raw_logprobs":
+            scores = logits if every else logits.index_select(0, _index(wanted, logits))
+        elif warped:  # processed: the distribution each token was drawn from
+            scores = torch.stack([warped.get(i, processed[i]) for i in wanted])
+        else:
+            scores = processed if every else processed.index_select(0, _index(wanted, processed))
+        chosen_tokens = tokens if every else tokens.index_select(0, _index(wanted, tokens))
         counts = [plans[i].top_logprobs for i in wanted]
-        return SampledTokens(tokens, tuple(wanted), DeviceLogprobs(raw, chosen_tokens, counts))
+        return SampledTokens(tokens, tuple(wanted), DeviceLogprobs(scores, chosen_tokens, counts))
 
 
 def _index(rows: Sequence[int], like: torch.Tensor) -> torch.Tensor:
