@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import torch
 
-from ds_triton.errors import CapacityError, InvalidInputError
+from ds_triton.errors import CapacityError, InferenceError, InvalidInputError
 from ds_triton.generation.metrics import CountingMetrics
 from ds_triton.generation.params import SamplingParams
 from ds_triton.generation.request import GenerationRequest
@@ -179,7 +179,9 @@ def test_a_failing_forward_fails_its_sequences_and_the_engine_recovers(loaded: L
     engine.runner.decode = explode
     engine.step()  # prefill: the first token
     engine.step()  # the decode forward fails
-    assert broken.errors and "simulated" in str(broken.errors[0])
+    (error,) = broken.errors
+    assert isinstance(error, InferenceError)  # INTERNAL, with what failed and why
+    assert "decode forward pass failed (RuntimeError: simulated device failure)" in str(error)
     assert engine.in_flight == 0
     engine.runner.decode = original
     healthy = RecordingSink()

@@ -40,7 +40,7 @@ from typing import Any
 
 import torch
 
-from ds_triton.errors import CapacityError, InvalidInputError
+from ds_triton.errors import CapacityError, InferenceError, InvalidInputError
 from ds_triton.generation.logits_processors import plan_row
 from ds_triton.generation.logprobs import TokenLogprobs, TokenTexts, prompt_logprobs
 from ds_triton.generation.metrics import CountingMetrics, GenerationMetrics
@@ -55,7 +55,6 @@ from ds_triton.spec import GenerationSpec
 from ds_triton_interface import OVER_CAPACITY, SHUTTING_DOWN, TEXT_INPUT, UNLOADED
 
 LOG = logging.getLogger(__name__)
-
 
 
 @dataclass
@@ -222,7 +221,7 @@ class GenerationEngine:
                 self.step()
             except Exception as exc:  # the loop must survive, or every request would hang
                 LOG.exception("generation engine step failed outside the forward passes")
-                self._fail_everything(exc)
+                self._fail_everything(_inference_error("generation step", exc))
         self._fail_leftovers()
 
     def _has_work(self) -> bool:
@@ -342,7 +341,7 @@ class GenerationEngine:
             return run()
         except Exception as exc:
             LOG.exception("%s forward failed; failing %d sequences", phase, len(sequences))
-            self._fail(sequences, exc)
+            self._fail(sequences, _inference_error(f"{phase} forward pass", exc))
             return None
         finally:
             work.forward_seconds += time.perf_counter() - started
@@ -518,6 +517,15 @@ def _cancelled(sequence: Sequence) -> bool:
     except Exception:  # a broken sender means nobody is listening any more
         LOG.exception("is_cancelled() failed; treating the request as cancelled")
         return True
+
+
+def _inference_error(what: str, cause: Exception) -> InferenceError:
+    """What the requests of a failed ``what`` get: it names the failure; the model serves on."""
+    error = InferenceError(
+        f"{what} failed ({type(cause).__name__}: {cause}); the model is still serving, retry"
+    )
+    error.__cause__ = cause
+    return error
 
 
 def _safe_fail(sequence: Sequence, error: BaseException) -> None:
