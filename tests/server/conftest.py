@@ -44,13 +44,18 @@ def tight_server(
     - ``text_generation`` with one running sequence, no queue and short prompts, so
       limits are easy to reach;
     - ``BPE_MODEL``: a tiny Qwen2 with a byte-level BPE tokenizer trained at test time;
-    - ``PROCESSED_MODEL``: the shipped model reporting ``processed_logprobs``.
+    - ``PROCESSED_MODEL``: the shipped model reporting ``processed_logprobs``. Its
+      ``model.py`` is ``fault_injecting_model.py``: forward passes raise when a prompt
+      asks for it (test_generation_faults.py), and never otherwise. One model serves
+      both, so the session starts no extra model.
     """
     repository = tmp_path_factory.mktemp("tight-repo")
     source = MODEL_REPOSITORY / MODEL
     # Checkpoints are inside the repository (copied or built there): a model reads nothing outside it.
     for name in (MODEL, PROCESSED_MODEL):
         shutil.copytree(source, repository / name, ignore=shutil.ignore_patterns("__pycache__"))
+    faulty_code = Path(__file__).with_name("fault_injecting_model.py")
+    shutil.copy(faulty_code, repository / PROCESSED_MODEL / "1" / "model.py")
     without_weights = shutil.ignore_patterns("checkpoint", "__pycache__")
     shutil.copytree(source, repository / BPE_MODEL, ignore=without_weights)
     spec = json.loads((source / "1" / "model.json").read_text())

@@ -26,6 +26,7 @@ from ds_triton.server_process.tritonserver import TritonServer
 MODEL = "text_generation"
 BPE_MODEL = "qwen2_byte_bpe"  # tiny_checkpoints.make_byte_level_qwen2
 PROCESSED_MODEL = "llama_processed"  # the shipped model with "logprobs_mode": "processed_logprobs"
+FAULTY_MODEL = PROCESSED_MODEL  # its model.py is fault_injecting_model.py (inert unless asked)
 CHECKPOINT = Path(__file__).resolve().parents[2] / "model_repository/text_generation/1/checkpoint"
 
 # -- clients -------------------------------------------------------------------
@@ -106,7 +107,7 @@ def grpc_generate(
                 continue
             response = result.get_response()
             stream = streams[int(response.id)]
-            _record(stream, result)
+            record_response(stream, result)
             if response.parameters["triton_final_response"].bool_param:
                 stream.final = True
                 pending -= 1
@@ -116,7 +117,8 @@ def grpc_generate(
     return streams
 
 
-def _record(stream: Stream, result: Any) -> None:
+def record_response(stream: Stream, result: Any) -> None:
+    """Add one gRPC stream response (``result``) to ``stream``."""
     text = result.as_numpy("text_output")
     if text is None:  # an empty final response
         return
@@ -175,8 +177,6 @@ def generation_metrics(server: TritonServer) -> dict[str, float]:
             extra = ",".join(f"{k}={v}" for k, v in sorted(labels.items()) if k not in ("model", "version"))
             samples[key.split("{")[0] + (f"[{extra}]" if extra else "")] = float(value)
     return samples
-
-
 
 
 HFReference = Callable[[str, int], tuple[str, int]]
