@@ -33,6 +33,34 @@ BATCH_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256]
 # Gauge name suffix -> (state label, key in MetricsDelta.gauges).
 SEQUENCE_GAUGES = {"running": "running", "waiting": "waiting", "capacity": "capacity"}
 TOKEN_GAUGES = {"reserved": "kv_reserved", "capacity": "kv_capacity"}
+# Key -> (metric name, MetricFamily kind, description).
+FAMILIES = {
+    "tokens": ("ds_triton_generation_tokens_total", "COUNTER", "Tokens generated (all sequences)"),
+    "forward": (
+        "ds_triton_generation_forward_passes_total", "COUNTER",
+        "Model forward passes, by phase (prefill of prompt chunks, decode step)",
+    ),
+    "ttft": (
+        "ds_triton_generation_time_to_first_token_seconds", "HISTOGRAM",
+        "Seconds from a request's arrival to its first generated token",
+    ),
+    "batch": (
+        "ds_triton_generation_batch_occupancy", "HISTOGRAM",
+        "Sequences advanced by each decode forward pass",
+    ),
+    "sequences": (
+        "ds_triton_generation_sequences", "GAUGE",
+        "Sequences holding KV-cache rows (running), queued (waiting), and the rows",
+    ),
+    "kv_tokens": (
+        "ds_triton_generation_kv_tokens", "GAUGE",
+        "KV-cache tokens reserved by admitted sequences, and the token budget",
+    ),
+    "finished": (
+        "ds_triton_generation_sequences_finished_total", "COUNTER",
+        "Finished sequences by reason (stop, length, cancelled, error)",
+    ),
+}  # fmt: skip
 
 
 class TritonMetricsPublisher:
@@ -45,41 +73,8 @@ class TritonMetricsPublisher:
         self._interval = publish_seconds() if interval is None else interval
         family = pb_utils.MetricFamily
         self._families = {
-            "tokens": family(
-                name="ds_triton_generation_tokens_total",
-                description="Tokens generated (all sequences)",
-                kind=family.COUNTER,
-            ),
-            "forward": family(
-                name="ds_triton_generation_forward_passes_total",
-                description="Model forward passes, by phase (prefill of prompt chunks, decode step)",
-                kind=family.COUNTER,
-            ),
-            "ttft": family(
-                name="ds_triton_generation_time_to_first_token_seconds",
-                description="Seconds from a request's arrival to its first generated token",
-                kind=family.HISTOGRAM,
-            ),
-            "batch": family(
-                name="ds_triton_generation_batch_occupancy",
-                description="Sequences advanced by each decode forward pass",
-                kind=family.HISTOGRAM,
-            ),
-            "sequences": family(
-                name="ds_triton_generation_sequences",
-                description="Sequences holding KV-cache rows (running), queued (waiting), and the rows",
-                kind=family.GAUGE,
-            ),
-            "kv_tokens": family(
-                name="ds_triton_generation_kv_tokens",
-                description="KV-cache tokens reserved by admitted sequences, and the token budget",
-                kind=family.GAUGE,
-            ),
-            "finished": family(
-                name="ds_triton_generation_sequences_finished_total",
-                description="Finished sequences by reason (stop, length, cancelled, error)",
-                kind=family.COUNTER,
-            ),
+            key: family(name=name, description=description, kind=getattr(family, kind))
+            for key, (name, kind, description) in FAMILIES.items()
         }
         f = self._families
         self._tokens = f["tokens"].Metric(labels=labels)
