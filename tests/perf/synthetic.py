@@ -157,7 +157,8 @@ def _add_kinds(out: BenchResults) -> None:
                bars={"growth_mb": 100.0, "idle_mb": 100.0})
     out.extra["soak"] = [row]
     rounds = [{"logprobs": 5 * (i % 2), "tokens_per_s": 1000.0 - 150 * (i % 2) + i,
-               "itl_p50_ms": 15.0 + i % 2, "itl_p99_ms": 30.0 + 4 * (i % 2), "completed": 90, "errors": {}}
+               "itl_p50_ms": 15.0 + i % 2, "itl_p99_ms": 30.0 + 4 * (i % 2), "completed": 90,
+               "loadgen_cpu_cores": 0.3 + 0.1 * (i % 2), "errors": {}}
               for i in range(6)]
     out.extra["logprobs"] = [{"model": GENERATION, "scenario": "logprobs", "streams": 16, "top": 5,
                               "max_tokens": 64, "ratio_bar": 0.8, **logprobs.summarise(rounds),

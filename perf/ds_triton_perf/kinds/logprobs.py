@@ -81,7 +81,8 @@ async def _drive(ctx: KindContext, model: str, config: LogprobsScenario, request
 def _round_row(top: int, result: LoadResult) -> Row:
     return {"logprobs": top, "tokens_per_s": round(result.tokens_per_s, 3),
             "itl_p50_ms": _round(result.itl_ms.get("p50")), "itl_p99_ms": _round(result.itl_ms.get("p99")),
-            "completed": result.completed, "errors": dict(result.errors)}
+            "completed": result.completed, "loadgen_cpu_cores": round(result.loadgen_cpu_cores, 3),
+            "errors": dict(result.errors)}
 
 
 def summarise(rounds: list[Row]) -> Row:
@@ -117,9 +118,12 @@ def section(model: str, rows: list[Row], results: BenchResults) -> Section | Non
                     [[r["streams"], r["max_tokens"], r["plain_tps"], r["logprobs_tps"], r["ratio"],
                       r["ratio_bar"], f"{r['plain_itl_p50_ms']} / {r['plain_itl_p99_ms']}",
                       f"{r['logprobs_itl_p50_ms']} / {r['logprobs_itl_p99_ms']}"] for r in rows])
-    table = Table(["round", "logprobs", "completed", "tokens/s", "ITL p50 ms", "ITL p99 ms", "errors"],
+    # The client decodes every response's logprobs JSON too: its CPU shares the machine with the server.
+    table = Table(["round", "logprobs", "completed", "tokens/s", "ITL p50 ms", "ITL p99 ms", "loadgen cores",
+                   "errors"],
                   [[i // 2 + 1, r["logprobs"] or "–", r["completed"], r["tokens_per_s"], r["itl_p50_ms"],
-                    r["itl_p99_ms"], ", ".join(f"{k} ×{v}" for k, v in r["errors"].items()) or "none"]
+                    r["itl_p99_ms"], r.get("loadgen_cpu_cores"),
+                    ", ".join(f"{k} ×{v}" for k, v in r["errors"].items()) or "none"]
                    for row in rows for i, r in enumerate(row["rounds"])])
     figure = Figure(anchor(model, "logprobs"), "Tokens/s and ITL per round, without and with logprobs",
                     "Rounds alternate, so a slow stretch of a shared machine lowers both kinds alike; the "
