@@ -11,9 +11,11 @@ Each step of the loop:
    several steps and never stalls the running streams for its whole length);
 4. ONE decode forward advances every running sequence by a token, reading the
    preallocated slot KV cache in place;
-5. the sampled tokens reach the host in one transfer; sequences that finished
-   (EOS, stop string, max_tokens) leave without stalling the others, and
-   prompts prefilled this step decode from the next one.
+5. the sampled tokens reach the host in one transfer on a GPU (on a CPU the
+   first tokens of new prompts are handed over before the decode forward, see
+   ``_forward``); sequences that finished (EOS, stop string, max_tokens) leave
+   without stalling the others, and prompts prefilled this step decode from
+   the next one.
 
 Requests beyond ``max_concurrent_sequences`` rows (or the token budget) wait in
 a queue of at most ``max_queued_requests``; beyond that ``submit`` raises
