@@ -117,6 +117,13 @@ def _wrap(
 ) -> tuple[Any, bool]:
     """``init_inference`` on ``placement``; with ``auto``, a failed injection runs without it."""
     dtype = torch_dtype(spec.dtype)
+    tensor_parallel = spec.deployment.tensor_parallel
+    if tensor_parallel > 1:
+        # DeepSpeed's AutoTP slices the model on the host and moves each rank's shard
+        # to its device: moving the whole model there first might not fit. Generation
+        # (the only sharded task) never injects.
+        module.eval()
+        return _init_inference(module, dtype, False, tensor_parallel), False
     module.eval().to(placement.device)
     if not inject:
         return _init_inference(module, dtype, False), False
@@ -176,7 +183,14 @@ def _load_tokenizer(spec: ModelSpec, checkpoint: Path) -> Any:
         raise ModelLoadError(f"model {spec.name!r}: no usable tokenizer in {checkpoint}: {exc}") from exc
 
 
-def _init_inference(module: Any, dtype: Any, kernel_inject: bool) -> Any:
+def _init_inference(module: Any, dtype: Any, kernel_inject: bool, tensor_parallel: int = 1) -> Any:
+    """``deepspeed.init_inference``; with ``tensor_parallel`` > 1, AutoTP over the process group.
+
+    The group must exist already (``ds_triton.tensor_parallel`` forms it).
+    """
     import deepspeed
 
-    return deepspeed.init_inference(module, dtype=dtype, replace_with_kernel_inject=kernel_inject)
+    extra: dict[str, Any] = {}
+    if tensor_parallel > 1:
+        extra["tensor_parallel"] = {"tp_size": tensor_parallel}
+    return deepspeed.init_inference(module, dtype=dtype, replace_with_kernel_inject=kernel_inject, **extra)

@@ -77,17 +77,26 @@ class DeploymentSpec:
     ``gpus`` is ``"all"`` (resolved from the machine when the config is rendered)
     or an explicit list of device ids; it is ignored when ``device`` is ``"cpu"``.
     ``threads_per_instance`` of ``None`` means cores // instances on CPU.
+    ``tensor_parallel`` above 1 (generation only) shards one instance over that
+    many ranks with DeepSpeed AutoTP: the first N GPUs of ``gpus`` (one rank per
+    GPU, NCCL), or N processes on CPU (gloo); see ``ds_triton.tensor_parallel``.
     """
 
     device: Literal["cpu", "gpu"] = "cpu"
     gpus: Literal["all"] | tuple[int, ...] = setting("all", minimum=0)
     instances_per_device: int = setting(1, minimum=1)
     threads_per_instance: int | None = setting(None, minimum=1)
+    tensor_parallel: int = setting(1, minimum=1)
 
     def validate(self) -> None:
         check_minimums(self, "deployment")
         if self.gpus != "all" and not self.gpus:
             raise SpecError("deployment.gpus must be \"all\" or a list of ids >= 0, got []")
+        if self.tensor_parallel > 1 and self.instances_per_device != 1:
+            raise SpecError(
+                "deployment.tensor_parallel > 1 runs one instance over several ranks; "
+                f"instances_per_device must be 1, got {self.instances_per_device}"
+            )
         if self.gpus != "all" and len(set(self.gpus)) != len(self.gpus):
             raise SpecError(f"deployment.gpus lists a GPU more than once: {list(self.gpus)}")
 
@@ -207,6 +216,11 @@ class ModelSpec:
             raise SpecError("checkpoint must name a local folder")
         self.batching.validate()
         self.deployment.validate()
+        if self.deployment.tensor_parallel > 1 and self.task != "generation":
+            raise SpecError(
+                f"deployment.tensor_parallel is {self.deployment.tensor_parallel}, but only task "
+                "'generation' is sharded; an embedding model runs one replica per device"
+            )
         if self.task == "embedding":
             if self.generation is not None:
                 raise SpecError("an embedding model takes no 'generation' options")

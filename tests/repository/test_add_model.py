@@ -49,7 +49,7 @@ def test_embedding_with_every_option(tmp_path: Path, checkpoints: dict[str, Path
     assert spec["checkpoint"] == "checkpoint"
     assert (spec["dtype"], spec["kernel_inject"]) == ("fp16", "on")
     assert spec["deployment"] == {"device": "gpu", "gpus": [0, 1], "instances_per_device": 2,
-                                  "threads_per_instance": None}
+                                  "threads_per_instance": None, "tensor_parallel": 1}
     assert spec["batching"] == {"max_batch_size": 32, "preferred_batch_sizes": [8, 32],
                                 "max_queue_delay_us": 500, "latency_budget_ms": 20, "max_queue_size": 100,
                                 "queue_timeout_us": 9000, "allow_timeout_override": False}

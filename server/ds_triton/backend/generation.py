@@ -35,11 +35,11 @@ from ds_triton.generation.engine import GenerationEngine
 from ds_triton.generation.limits import context_length
 from ds_triton.generation.logprobs import logprobs_json
 from ds_triton.generation.metrics import MetricsAggregator
-from ds_triton.generation.model_runner import ModelRunner
+from ds_triton.generation.model_runner import ModelRunner, pad_token_id
 from ds_triton.generation.outbox import CancellationWatcher, Outbox, SendQueue
 from ds_triton.generation.request import FLAG_INPUTS, GenerationRequest, RawGenerationInputs
 from ds_triton.generation.sequence import FinishReason, GenerationOutput
-from ds_triton.loading import load_model
+from ds_triton.loading import LoadedModel, load_model
 from ds_triton.profiling import open_timeline
 from ds_triton_interface import (
     CUMULATIVE_LOGPROB,
@@ -69,10 +69,9 @@ class GenerationHandler:
 
     def __init__(self, context: InstanceContext) -> None:
         options = context.spec.generation_options
-        loaded = load_model(context.spec, context.version_dir, context.placement)
+        loaded, runner = _load_runner(context)
+        self._runner = runner
         tokenizer = loaded.tokenizer
-        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        runner = ModelRunner(loaded.engine, loaded.module, loaded.device, pad_id)
         aggregator = MetricsAggregator()
         self._timeline = open_timeline(context.model_name, context.instance_name, context.spec.profile)
         self._engine = GenerationEngine(
@@ -130,6 +129,7 @@ class GenerationHandler:
         if not self._engine.drain(timeout):
             LOG.warning("requests still in flight after %.0f s get UNAVAILABLE", timeout)
         self._engine.stop()
+        self._runner.close()  # a tensor-parallel instance stops its workers here
         self._responses.close()  # the thread sends everything queued, then ends
         self._response_thread.join()
         self._watcher.stop()
@@ -146,6 +146,18 @@ class GenerationHandler:
                 sink.flush()
             except Exception:  # a client that went away must not stop the others' responses
                 LOG.exception("could not send a generation response")
+
+
+def _load_runner(context: InstanceContext) -> tuple[LoadedModel, ModelRunner]:
+    """The model and its runner: on this instance's device, or sharded over tensor-parallel ranks."""
+    if context.spec.deployment.tensor_parallel > 1:
+        from ds_triton.tensor_parallel.leader import start_tensor_parallel
+
+        # A broken group ends this process, so that `ds-triton serve` loads the model again.
+        return start_tensor_parallel(context.spec, context.version_dir, exit_when_broken=True)
+    loaded = load_model(context.spec, context.version_dir, context.placement)
+    runner = ModelRunner(loaded.engine, loaded.module, loaded.device, pad_token_id(loaded.tokenizer))
+    return loaded, runner
 
 
 def drain_timeout() -> float:

@@ -78,6 +78,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     where.add_argument(
         "--threads-per-instance", type=int, metavar="N", help="CPU threads of each instance"
     )
+    where.add_argument(
+        "--tensor-parallel", type=int, metavar="N",
+        help="generation only: shard one instance over N ranks with DeepSpeed AutoTP (one per GPU "
+        "of --gpus, or N processes with --cpu)",
+    )
     where.add_argument("--dtype", choices=DTYPES)
     where.add_argument("--kernel-inject", choices=KERNEL_INJECT, help="DeepSpeed kernel injection")
 
@@ -143,6 +148,8 @@ def spec_from_args(args: argparse.Namespace) -> ModelSpec:
         deployment["instances_per_device"] = args.instances
     if args.threads_per_instance is not None:
         deployment["threads_per_instance"] = args.threads_per_instance
+    if args.tensor_parallel is not None:
+        deployment["tensor_parallel"] = args.tensor_parallel
     data: dict[str, Any] = {
         "name": args.name,
         "task": args.task,
@@ -199,6 +206,9 @@ def run(args: argparse.Namespace) -> int:
 
 def _placement(spec: ModelSpec, machine: Machine) -> str:
     deployment = spec.deployment
+    if deployment.tensor_parallel > 1:
+        where = "CPU processes" if deployment.device == "cpu" else "GPUs"
+        return f"1 instance sharded over {deployment.tensor_parallel} {where} (tensor parallel)"
     if deployment.device == "cpu":
         return f"{deployment.instances_per_device} CPU instance(s)"
     gpus = deployment.gpus if deployment.gpus != "all" else machine.gpu_ids

@@ -24,8 +24,18 @@ from ds_triton.errors import ModelLoadError
 from ds_triton.generation.kv_cache import SlotKVCache, WritePlan
 
 
+def pad_token_id(tokenizer: Any) -> int:
+    """The id prompts are padded with (its value never matters: padded positions are discarded)."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+
 class ModelRunner:
-    """Runs the model; knows its keyword names and how it wants its decode mask."""
+    """Runs the model; knows its keyword names and how it wants its decode mask.
+
+    The engine's one seam to the model: a tensor-parallel instance runs a
+    subclass (``ds_triton.tensor_parallel.runner``) that mirrors each call on
+    its workers.
+    """
 
     def __init__(self, forward: Any, module: Any, device: str, pad_token_id: int) -> None:
         self._forward = forward
@@ -44,6 +54,13 @@ class ModelRunner:
         self._attention = getattr(self.config, "_attn_implementation", None) or "eager"
         self._dtype = next(module.parameters()).dtype
         self._rows = torch.arange(256, dtype=torch.long, device=self.device)
+
+    def new_cache(self, rows: int, row_tokens: int) -> SlotKVCache:
+        """The slot KV cache of the running batch (``rows`` sequences of ``row_tokens``)."""
+        return SlotKVCache.for_model(self.config, rows, row_tokens, self.device)
+
+    def close(self) -> None:
+        """Release what the runner holds besides the model (nothing on one device)."""
 
     @torch.inference_mode()
     def prefill(

@@ -14,7 +14,7 @@ from typing import Generic, TypeVar
 
 import torch
 
-from ds_triton.generation.kv_cache import SlotKVCache, copy_rows
+from ds_triton.generation.kv_cache import copy_rows
 from ds_triton.generation.model_runner import ModelRunner
 from ds_triton.generation.slots import Move, RowCopy, SlotTable, Swap
 
@@ -28,7 +28,7 @@ class RunningBatch(Generic[T]):
     def __init__(self, runner: ModelRunner, rows: int, row_tokens: int) -> None:
         self.runner = runner
         self.row_tokens = row_tokens
-        self.cache = SlotKVCache.for_model(runner.config, rows, row_tokens, runner.device)
+        self.cache = runner.new_cache(rows, row_tokens)
         self.table: SlotTable[T] = SlotTable(rows)
         device = runner.device
         self.lengths = torch.zeros(rows, dtype=torch.long, device=device)

@@ -70,7 +70,13 @@ def render_config(
 
 
 def instance_groups(deployment: DeploymentSpec, gpu_ids: Sequence[int] = ()) -> list[mc.ModelInstanceGroup]:
-    """One ``KIND_GPU`` group per GPU (data-parallel replicas), or one ``KIND_CPU`` group."""
+    """One ``KIND_GPU`` group per GPU (data-parallel replicas), or one ``KIND_CPU`` group.
+
+    A tensor-parallel model is one ``KIND_MODEL`` instance: its ranks span several
+    devices, which the model assigns itself (``ds_triton.tensor_parallel``).
+    """
+    if deployment.tensor_parallel > 1:
+        return [mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_MODEL, count=1)]
     count = deployment.instances_per_device
     if deployment.device == "cpu":
         return [mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_CPU, count=count)]

@@ -1,11 +1,12 @@
-"""The machine: GPU ids the config names, and CPU threads against the cores."""
+"""The machine: GPU ids the config names, tensor-parallel ranks, and CPU threads against the cores."""
 
 from __future__ import annotations
 
 from tritonclient.grpc import model_config_pb2 as mc
 
 from ds_triton.devices import threads_per_instance
-from ds_triton.repository.checks.subject import Subject
+from ds_triton.repository.checks.subject import SPEC_FILE, Subject
+from ds_triton.tensor_parallel.devices import NotEnoughGpus, rank_devices
 
 
 def check_gpus(model: Subject) -> None:
@@ -28,6 +29,17 @@ def check_gpus(model: Subject) -> None:
                 f"does not exist here (GPUs: {', '.join(map(str, have))})",
                 field="instance_group",
             )
+
+
+def check_tensor_parallel(model: Subject) -> None:
+    """A tensor-parallel GPU model needs one GPU per rank (its load refuses it the same way)."""
+    assert model.spec is not None
+    deployment = model.spec.deployment
+    if deployment.tensor_parallel > 1 and deployment.device == "gpu":
+        try:
+            rank_devices(deployment, deployment.tensor_parallel, model.machine.gpu_ids)
+        except NotEnoughGpus as exc:
+            model.report("gpu", str(exc), where=SPEC_FILE)
 
 
 def check_cores(model: Subject) -> None:

@@ -53,6 +53,7 @@ CHECKS: tuple[Check, ...] = (
     _check("decoupling", decoupled.check_decoupling, "config", "spec"),
     _check("queue policy", queue.check_queue_policy, "config", "spec"),
     _check("gpus", machine.check_gpus, "config"),
+    _check("tensor parallel", machine.check_tensor_parallel, "spec"),
     _check("cores", machine.check_cores, "config"),
     # Last: fields already reported above are not reported again as stale.
     _check("stale render", stale.check_render, "files", "config", "spec"),
