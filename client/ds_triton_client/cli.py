@@ -1,8 +1,10 @@
-"""``ds-triton-client``: embed, generate (streamed), health, models, stats and batch from a terminal.
+"""``ds-triton-client``: embed, generate (streamed), health, models, stats, batch, and the queue
+commands (worker, submit, collect) from a terminal.
 
 Readable output by default; ``--json`` prints one JSON document for scripts.
-Exit codes: 0 ok, 1 request failed, 2 bad usage, 3 batch finished with failed
-rows, 130 interrupted (a batch resumes when rerun).
+Exit codes: 0 ok, 1 request failed, 2 bad usage, 3 batch or collect finished with
+failed rows, 4 collect timed out (rerun to resume), 130 interrupted (a batch or a
+collect resumes when rerun).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from ds_triton_client.codec import GenerationResult
 from ds_triton_client.errors import ClientError
 from ds_triton_client.jobs import JournalMismatchError, run_batch
 from ds_triton_client.jobs.journal import partial_dir
+from ds_triton_client.queue.cli import add_queue_commands
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
@@ -249,7 +252,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ds-triton-client",
-        description="Call DeepSpeed models served by Triton: embed, generate, health, models, stats, batch.",
+        description="Call DeepSpeed models served by Triton: embed, generate, health, models, stats, batch; "
+        "run queued jobs (worker, submit, collect).",
     )
     parser.add_argument(
         "--url",
@@ -315,6 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--no-progress", action="store_true")
     _add_sampling(batch)
     batch.set_defaults(handler=cmd_batch)
+
+    add_queue_commands(commands, _connection, _sampling, _add_sampling)
     return parser
 
 

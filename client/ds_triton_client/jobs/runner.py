@@ -205,7 +205,7 @@ async def run_batch(
         pending = [r for r in rows if r.error is None and r.index not in done]
         units, dim = await _plan_units(client, task, model, pending, chunk_size)
         await job.run(units, concurrency)
-    failed = _write_outputs(task, output, rows, journal, dim)
+    failed = write_outputs(task, output, rows, journal, dim)
     return BatchSummary(
         total=len(rows),
         succeeded=len(rows) - failed,
@@ -247,7 +247,7 @@ async def _plan_units(
     return [pending[i : i + size] for i in range(0, len(pending), size)], dim
 
 
-def _write_outputs(task: Task, output: Path, rows: Sequence[InputRow], journal: Journal, dim: int) -> int:
+def write_outputs(task: Task, output: Path, rows: Sequence[InputRow], journal: Journal, dim: int) -> int:
     """Write the output (and errors) file from the journal; returns the number of failed rows."""
     # Re-read the journal: it is the single source of truth for what finished.
     final = journal.open()
