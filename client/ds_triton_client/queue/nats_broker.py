@@ -35,6 +35,8 @@ from ds_triton_client.queue.broker import Backlog, BrokerError, Delivery, QueueN
 log = logging.getLogger("ds_triton_client.queue")
 
 DAY_S = 24 * 3600.0
+#: How long a pull for a batch waits when jobs are already queued (they arrive at once).
+PROBE_S = 0.02
 
 
 @dataclass(frozen=True)
@@ -135,6 +137,7 @@ class NatsBroker:
         self._consumer: ConsumerSettings | None = None
         self._sub: Any = None
         self._routable: set[str] = set()
+        self._closing = asyncio.Event()
 
     @classmethod
     async def connect(
@@ -156,8 +159,11 @@ class NatsBroker:
         async def on_error(exc: Exception) -> None:
             log.warning("nats: %s", exc)
 
+        closing = asyncio.Event()
+
         async def on_disconnect() -> None:
-            log.warning("nats: disconnected; reconnecting")
+            if not closing.is_set():
+                log.warning("nats: disconnected; reconnecting")
 
         async def on_reconnect() -> None:
             log.warning("nats: reconnected")
@@ -182,7 +188,9 @@ class NatsBroker:
                 if loop.time() > give_up:
                     raise BrokerError(f"no NATS server answered at {', '.join(urls)}: {exc}") from None
                 await asyncio.sleep(0.5)
-        return cls(nc, names or QueueNames(), streams or StreamSettings())
+        broker = cls(nc, names or QueueNames(), streams or StreamSettings())
+        broker._closing = closing
+        return broker
 
     # --- streams and the worker group's consumer -----------------------------------------
 
@@ -235,21 +243,32 @@ class NatsBroker:
         self._consumer = settings
 
     async def fetch(self, max_messages: int, wait_s: float) -> list[Delivery]:
+        """What is there now (up to ``max_messages``), else the first job that arrives within ``wait_s``.
+
+        nats-py's ``fetch(n)`` returns a lone message only when its whole wait is over, which
+        would hold a job arriving at an idle worker for ``wait_s``; so a short batch probe comes
+        first, then a wait for a single message, which returns as soon as one is there.
+        """
         if self._sub is None:
             raise RuntimeError("bind_worker() first")
         try:
-            msgs = await self._sub.fetch(max_messages, timeout=wait_s)
+            msgs: list[Msg] = []
+            if max_messages > 1:
+                with contextlib.suppress(TimeoutError, nats.errors.TimeoutError):
+                    msgs = await self._sub.fetch(max_messages, timeout=PROBE_S)
+            if not msgs:
+                msgs = await self._sub.fetch(1, timeout=wait_s)
         except (TimeoutError, nats.errors.TimeoutError):
             return []
         except _TRANSIENT as exc:
             raise BrokerError(f"fetch failed: {exc}") from None
         return [NatsDelivery(m) for m in msgs]
 
-    async def backlog(self) -> Backlog:
-        if self._consumer is None:
-            raise RuntimeError("bind_worker() first")
+    async def backlog(self, group: str | None = None) -> Backlog:
+        """The lag of worker group ``group`` (default: the one this broker is bound to, else ``workers``)."""
+        durable = group or (self._consumer.durable if self._consumer else ConsumerSettings.durable)
         try:
-            info = await self._js.consumer_info(self.names.jobs_stream, self._consumer.durable, timeout=2)
+            info = await self._js.consumer_info(self.names.jobs_stream, durable, timeout=2)
         except _TRANSIENT as exc:
             raise BrokerError(f"consumer info failed: {exc}") from None
         return Backlog(
@@ -294,17 +313,18 @@ class NatsBroker:
     # --- replaying results ---------------------------------------------------------------
 
     async def replay(self, subject: str, idle_check_s: float = 2.0) -> AsyncGenerator[list[bytes], None]:
-        """Every message on ``subject`` in the results stream, from the first, then live ones.
+        """Every message stored on ``subject`` (results, dead letters), from the first, then live ones.
 
         One batch per fetch, an empty one after a second without messages. An ephemeral
         consumer reads from just after the last yielded message; it is made again after
         a disconnect or a server restart, so nothing is skipped.
         """
         last_seq = 0
-        stream = self.names.results_stream
+        stream = ""
         while True:
             sub = None
             try:
+                stream = stream or await self._js.find_stream_name_by_subject(subject)
                 config = ConsumerConfig(
                     ack_policy=AckPolicy.NONE,
                     filter_subject=subject,
@@ -342,6 +362,7 @@ class NatsBroker:
 
     async def close(self) -> None:
         """Flush what is buffered (acknowledgements included) and close the connection."""
+        self._closing.set()
         with contextlib.suppress(Exception):
             await self._nc.flush(timeout=5)
         with contextlib.suppress(Exception):

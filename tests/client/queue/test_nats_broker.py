@@ -75,7 +75,7 @@ async def test_a_retried_delivery_comes_back_after_its_delay_with_the_attempt_co
 async def test_a_subject_no_stream_stores_is_unroutable(nats_server: LocalNatsServer, stream: str) -> None:
     broker = await connected(nats_server, stream)
     try:
-        with pytest.raises(UnroutableError, match="nowhere.at.all"):
+        with pytest.raises(UnroutableError, match=r"nowhere\.at\.all"):
             await broker.publish("nowhere.at.all", b"x", "a")
         await broker.publish(broker.names.result_subject("r1"), b"x", "a")
     finally:
