@@ -243,26 +243,13 @@ class NatsBroker:
         self._consumer = settings
 
     async def fetch(self, max_messages: int, wait_s: float) -> list[Delivery]:
-        """What is there now (up to ``max_messages``), else the first job that arrives within ``wait_s``.
-
-        nats-py's ``fetch(n)`` returns a lone message only when its whole wait is over, which
-        would hold a job arriving at an idle worker for ``wait_s``; so a short batch probe comes
-        first, then a wait for a single message, which returns as soon as one is there.
-        """
+        """What is there now (up to ``max_messages``), else the first job that arrives within ``wait_s``."""
         if self._sub is None:
             raise RuntimeError("bind_worker() first")
         try:
-            msgs: list[Msg] = []
-            if max_messages > 1:
-                with contextlib.suppress(TimeoutError, nats.errors.TimeoutError):
-                    msgs = await self._sub.fetch(max_messages, timeout=PROBE_S)
-            if not msgs:
-                msgs = await self._sub.fetch(1, timeout=wait_s)
-        except (TimeoutError, nats.errors.TimeoutError):
-            return []
+            return [NatsDelivery(m) for m in await _pull(self._sub, max_messages, wait_s)]
         except _TRANSIENT as exc:
             raise BrokerError(f"fetch failed: {exc}") from None
-        return [NatsDelivery(m) for m in msgs]
 
     async def backlog(self, group: str | None = None) -> Backlog:
         """The lag of worker group ``group`` (default: the one this broker is bound to, else ``workers``)."""
@@ -337,9 +324,8 @@ class NatsBroker:
                 sub = await self._js.pull_subscribe_bind(info.name, stream)
                 idle = 0.0
                 while True:
-                    try:
-                        msgs = await sub.fetch(512, timeout=1.0)
-                    except (TimeoutError, nats.errors.TimeoutError):
+                    msgs = await _pull(sub, 512, 1.0)
+                    if not msgs:
                         yield []
                         idle += 1.0
                         if idle >= idle_check_s:
@@ -348,8 +334,7 @@ class NatsBroker:
                             await self._js.consumer_info(stream, info.name, timeout=2)
                         continue
                     idle = 0.0
-                    if msgs:
-                        last_seq = int(msgs[-1].metadata.sequence.stream)
+                    last_seq = int(msgs[-1].metadata.sequence.stream)
                     yield [bytes(m.data) for m in msgs]
             except _TRANSIENT as exc:
                 log.warning("reading %s: %s; reading again after sequence %d", subject, exc, last_seq)
@@ -367,3 +352,20 @@ class NatsBroker:
             await self._nc.flush(timeout=5)
         with contextlib.suppress(Exception):
             await self._nc.close()
+
+
+async def _pull(sub: Any, max_messages: int, wait_s: float) -> list[Msg]:
+    """Up to ``max_messages`` that are there now, else the first to arrive within ``wait_s`` ([] if none).
+
+    nats-py's ``fetch(n)`` returns a lone message only when its whole wait is over, which
+    would hold a job arriving at an idle worker (or a result at a waiting collector) for
+    ``wait_s``; so a short probe for a batch comes first, then a wait for one message,
+    which returns as soon as it is there.
+    """
+    with contextlib.suppress(TimeoutError, nats.errors.TimeoutError):
+        if max_messages > 1:
+            msgs: list[Msg] = await sub.fetch(max_messages, timeout=PROBE_S)
+            if msgs:
+                return msgs
+        return list(await sub.fetch(1, timeout=wait_s))
+    return []

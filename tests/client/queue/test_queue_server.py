@@ -43,6 +43,11 @@ def direct_embed(replica: Replica, texts: list[str]) -> np.ndarray:
         return client.embed(texts, timeout=600)
 
 
+def figure(test: str, **values: object) -> None:
+    """The run's figures, printed for the README's delivery table (``pytest -rP`` shows them)."""
+    print(f"[figure] {test}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
+
+
 def wait_for(condition: Callable[[], bool], what: str, timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -137,13 +142,17 @@ def test_5000_jobs_through_two_workers_and_two_replicas_arrive_once_each_equal_t
 
     vectors = np.load(output)
     assert vectors.shape == (5000, DIM) and not np.isnan(vectors).any()
-    np.testing.assert_allclose(vectors, direct_embed(replica_a, texts), atol=1e-5)
+    reference = direct_embed(replica_a, texts)
+    np.testing.assert_allclose(vectors, reference, atol=1e-5)
+    difference = float(np.abs(vectors - reference).max())
     # Each job ran to a result once: the two workers' successes add up to the jobs, both worked.
     done = [succeeded(w) for w in workers]
     assert sum(done) == 5000 and min(done) > 0, done
     # Both replicas served (the client balances), and the group's lag reads 0 from the broker.
     served = {r.http_url: inference_count(r) - served_before[r.http_url] for r in (replica_a, replica_c)}
     assert sum(served.values()) >= 5000 and min(served.values()) > 0, served
+    figure("5000 jobs", rows=vectors.shape[0], duplicates_skipped=report["duplicate_results"],
+           jobs_per_worker=done, inferences_per_replica=list(served.values()), max_abs_diff=difference)
     wait_for(lambda: workers[0].metrics().get("ds_triton_queue_consumer_pending", -1) == 0
              and workers[0].metrics().get("ds_triton_queue_consumer_ack_pending", -1) == 0,
              "the consumer lag gauges to read 0", 30)  # fmt: skip
@@ -182,7 +191,11 @@ def test_sigkill_of_a_worker_mid_run_loses_nothing_and_collect_has_each_row_once
     ids = [r.id for r in results]
     assert len(set(ids)) == 1500
     # The jobs the victim held when it died were delivered again, to the survivor.
-    assert held > 0 and any(r.attempts > 1 for r in results), (held, stats)
+    redelivered = sum(r.attempts > 1 for r in results)
+    assert held > 0 and redelivered > 0, (held, stats)
+    figure("worker SIGKILL", held_at_kill=held, results_after_redelivery=redelivered,
+           results_on_stream=len(results), distinct_ids=len(set(ids)), rows=vectors.shape[0],
+           duplicates_skipped=stats.duplicates)
     assert survivor.process.poll() is None
 
 
@@ -274,12 +287,18 @@ def test_a_nats_server_killed_and_restarted_mid_run_loses_nothing(
                                          server.url, "--stream", stream, "--timeout", "1200"),
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
         wait_for(lambda: sum(succeeded(w) for w in workers) >= 300, "300 jobs done before the restart")
+        done_at_kill = sum(succeeded(w) for w in workers)
+        killed_at = time.monotonic()
         server.kill()  # SIGKILL: no clean shutdown of JetStream
         time.sleep(2)
         server.start()
+        down_s = time.monotonic() - killed_at
         out, err = collector.communicate(timeout=1300)
         assert collector.returncode == 0, err[-3000:]
-        assert json.loads(out)["succeeded"] == 1500
+        report = json.loads(out)
+        assert report["succeeded"] == 1500
+        figure("nats-server SIGKILL", done_before_kill=done_at_kill, down_s=round(down_s, 1), rows=1500,
+               duplicates_skipped=report["duplicate_results"])
         np.testing.assert_allclose(np.load(output), direct_embed(replica_a, texts), atol=1e-5)
         assert all(w.process.poll() is None for w in workers)
         assert all(w.stop() == 0 for w in workers)
@@ -308,6 +327,8 @@ def test_sigterm_finishes_and_acknowledges_in_flight_jobs_then_exits(
     results = results_of(nats_server.url, stream, source, spec)
     assert len(results) >= 4 and len({r.id for r in results}) == len(results) and all(r.ok for r in results)
     assert lag.pending == 40 - len(results)  # the rest wait in the stream for another worker
+    figure("worker SIGTERM", in_flight_at_sigterm=4, results=len(results), ack_pending_after=lag.in_flight,
+           redelivered=lag.redelivered, left_in_stream=lag.pending)
 
     workers.append(WorkerProcess(nats_server.url, [replica_a.grpc_url], stream, tmp_path).wait_ready())
     output = tmp_path / "vectors.npy"
@@ -336,7 +357,9 @@ def test_sigkill_of_a_replica_mid_run_loses_nothing(
     replica_c.kill()  # SIGKILL of tritonserver and its stubs, requests in flight on it
 
     output = tmp_path / "vectors.npy"
-    summary, _ = asyncio.run(collect_all(nats_server.url, stream, source, output, spec))
+    summary, stats = asyncio.run(collect_all(nats_server.url, stream, source, output, spec))
     assert (summary.succeeded, summary.failed) == (1500, 0)
     np.testing.assert_allclose(np.load(output), direct_embed(replica_a, texts), atol=1e-5)
     assert all(w.process.poll() is None for w in workers)
+    retried = sum(w.metrics().get("ds_triton_queue_jobs_retried_total", 0.0) for w in workers)
+    figure("replica SIGKILL", rows=1500, jobs_retried_by_workers=retried, duplicates_skipped=stats.duplicates)
