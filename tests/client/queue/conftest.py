@@ -1,5 +1,11 @@
 """Real servers for the queue tests: nats-server with JetStream on file storage, Triton replicas
-serving text_embedding, and workers as ``ds-triton-client worker`` processes."""
+serving text_embedding, and workers as ``ds-triton-client worker`` processes.
+
+The replicas serve the shipped text_embedding without its latency budget (no queue policy): these
+tests inject their own faults and count every job, and on a shared, loaded machine the shipped
+500 ms queue timeout sheds requests at random, whose retries can run out. The worker's retry of
+``OverloadedError`` is tested on fakes (test_worker_logic.py).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,8 +25,10 @@ from pathlib import Path
 
 import pytest
 
+from ds_triton.repository.layout import ModelFolder
+from ds_triton.repository.writer import render_folder, write_rendered
 from ds_triton_client.queue.local_nats import LocalNatsServer, free_port
-from tests.client.conftest import Replica
+from tests.client.conftest import EMBED_MODEL, Replica
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -40,9 +49,33 @@ def stream() -> str:
 
 
 @pytest.fixture(scope="module")
-def replica_c(embedding_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replica]:
+def unshed_repository(embedding_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shipped text_embedding with ``latency_budget_ms`` null, rendered (see the module docstring)."""
+    repository = tmp_path_factory.mktemp("queue-repo")
+    shutil.copytree(embedding_repository / EMBED_MODEL, repository / EMBED_MODEL)
+    spec_path = repository / EMBED_MODEL / "1" / "model.json"
+    spec = json.loads(spec_path.read_text())
+    spec["batching"]["latency_budget_ms"] = None
+    spec_path.write_text(json.dumps(spec, indent=2))
+    write_rendered(render_folder(ModelFolder(repository / EMBED_MODEL)))
+    assert "default_queue_policy" not in (repository / EMBED_MODEL / "config.pbtxt").read_text()
+    return repository
+
+
+@pytest.fixture(scope="module")
+def replica_a(unshed_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replica]:
+    """This module's first replica (it replaces the client tests' shared one: no queue policy)."""
+    replica = Replica(unshed_repository, tmp_path_factory.mktemp("replica-a")).start()
+    try:
+        yield replica
+    finally:
+        replica.stop()
+
+
+@pytest.fixture(scope="module")
+def replica_c(unshed_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replica]:
     """The second replica of this module (a test may kill it; ``ensure_running`` brings it back)."""
-    replica = Replica(embedding_repository, tmp_path_factory.mktemp("replica-c")).start()
+    replica = Replica(unshed_repository, tmp_path_factory.mktemp("replica-c")).start()
     try:
         yield replica
     finally:
