@@ -136,6 +136,8 @@ class NatsBroker:
         self.streams = streams
         self._consumer: ConsumerSettings | None = None
         self._sub: Any = None
+        # Jobs nats-py handed over beyond what a fetch asked for (see ``fetch``).
+        self._surplus: list[Msg] = []
         self._routable: set[str] = set()
         self._closing = asyncio.Event()
 
@@ -246,10 +248,15 @@ class NatsBroker:
         """What is there now (up to ``max_messages``), else the first job that arrives within ``wait_s``."""
         if self._sub is None:
             raise RuntimeError("bind_worker() first")
-        try:
-            return [NatsDelivery(m) for m in await _pull(self._sub, max_messages, wait_s)]
-        except _TRANSIENT as exc:
-            raise BrokerError(f"fetch failed: {exc}") from None
+        if not self._surplus:
+            try:
+                self._surplus = await _pull(self._sub, max_messages, wait_s)
+            except _TRANSIENT as exc:
+                raise BrokerError(f"fetch failed: {exc}") from None
+        # nats-py also returns what arrived late for an earlier pull that timed out on the
+        # client, so a fetch can bring more than it asked for: the rest waits for the next call.
+        taken, self._surplus = self._surplus[:max_messages], self._surplus[max_messages:]
+        return [NatsDelivery(m) for m in taken]
 
     async def backlog(self, group: str | None = None) -> Backlog:
         """The lag of worker group ``group`` (default: the one this broker is bound to, else ``workers``)."""
@@ -348,6 +355,10 @@ class NatsBroker:
     async def close(self) -> None:
         """Flush what is buffered (acknowledgements included) and close the connection."""
         self._closing.set()
+        for msg in self._surplus:  # delivered here but never started: to another worker now
+            with contextlib.suppress(Exception):
+                await msg.nak()
+        self._surplus = []
         with contextlib.suppress(Exception):
             await self._nc.flush(timeout=5)
         with contextlib.suppress(Exception):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ds_triton_client.queue.broker import QueueNames, UnroutableError
+from ds_triton_client.queue.broker import Delivery, QueueNames, UnroutableError
 from ds_triton_client.queue.local_nats import LocalNatsServer
 from ds_triton_client.queue.nats_broker import ConsumerSettings, NatsBroker
 
@@ -22,6 +22,18 @@ async def connected(server: LocalNatsServer, stream: str) -> NatsBroker:
     return broker
 
 
+async def fetch_until(broker: NatsBroker, limit: int, stop_at: int | None = None,
+                      timeout_s: float = 60) -> list[Delivery]:
+    """Pull until ``stop_at`` (default ``limit``) jobs came, never asking for more than ``limit`` in all."""
+    got: list[Delivery] = []
+    deadline = time.monotonic() + timeout_s
+    while len(got) < (stop_at or limit) and time.monotonic() < deadline:
+        batch = await broker.fetch(limit - len(got), 1.0)
+        assert len(batch) <= limit - len(got)
+        got += batch
+    return got
+
+
 async def test_publishes_are_deduplicated_by_id_and_pulls_are_bounded(
     nats_server: LocalNatsServer, stream: str
 ) -> None:
@@ -32,13 +44,15 @@ async def test_publishes_are_deduplicated_by_id_and_pulls_are_bounded(
             await broker.publish(names.job_subject("embed"), f"job {i}".encode(), f"id-{i}")
         await broker.publish(names.job_subject("embed"), b"job 3 again", "id-3")  # dropped by the stream
         await broker.bind_worker(ConsumerSettings(ack_wait_s=5))
-        first = await broker.fetch(4, 1.0)
+        first = await fetch_until(broker, 4)  # a loaded machine may hand them over in pieces
         assert [d.data for d in first] == [f"job {i}".encode() for i in range(4)]
         backlog = await broker.backlog()
-        assert (backlog.pending, backlog.in_flight) == (6, 4)
+        # Delivered: these 4, and on a loaded machine some that came late for a pull that timed
+        # out on the client (fetch keeps them back for its next call).
+        assert backlog.pending + backlog.in_flight == 10 and backlog.in_flight >= 4, backlog
         for delivery in first:
             await delivery.ack()
-        rest = await broker.fetch(100, 1.0)
+        rest = await fetch_until(broker, 100, stop_at=6)
         assert len(rest) == 6 and all(d.attempt == 1 for d in rest)
         for delivery in rest:
             await delivery.ack()
