@@ -98,7 +98,7 @@ class WorkerProcess:
                  *args: str) -> None:  # fmt: skip
         self.metrics_port = free_port()
         self.log = log_dir / f"worker-{uuid.uuid4().hex[:6]}.log"
-        command = cli("--url", ",".join(triton_urls), "--timeout", "30", "worker", "--nats", nats_url,
+        command = cli("--url", ",".join(triton_urls), "--timeout", "120", "worker", "--nats", nats_url,
                       "--stream", stream, "--metrics-port", str(self.metrics_port),
                       "--metrics-host", "127.0.0.1", *args)  # fmt: skip
         with open(self.log, "wb") as log:

@@ -330,7 +330,10 @@ def test_sigterm_finishes_and_acknowledges_in_flight_jobs_then_exits(
     figure("worker SIGTERM", in_flight_at_sigterm=4, results=len(results), ack_pending_after=lag.in_flight,
            redelivered=lag.redelivered, left_in_stream=lag.pending)
 
-    workers.append(WorkerProcess(nats_server.url, [replica_a.grpc_url], stream, tmp_path).wait_ready())
+    # The same bound as the first: 4 jobs of 32 texts keep one replica busy without a call waiting
+    # out its deadline on a loaded machine (and a retry that exhausts its attempts).
+    workers.append(WorkerProcess(nats_server.url, [replica_a.grpc_url], stream, tmp_path,
+                                 "--max-in-flight", "4").wait_ready())  # fmt: skip
     output = tmp_path / "vectors.npy"
     summary, stats = asyncio.run(collect_all(nats_server.url, stream, source, output, spec))
     assert (summary.succeeded, stats.duplicates) == (40 * 32, 0)
