@@ -140,19 +140,20 @@ def test_5000_jobs_through_two_workers_and_two_replicas_arrive_once_each_equal_t
     report = json.loads(collected.stdout)
     assert (report["succeeded"], report["failed"]) == (5000, 0)
 
+    # Each job ran to a result once: the two workers' successes add up to the jobs, both worked.
+    done = [succeeded(w) for w in workers]
+    assert sum(done) == 5000 and min(done) > 0, done
+    # Both replicas served (the client balances); counted before the reference embed below.
+    served = {r.http_url: inference_count(r) - served_before[r.http_url] for r in (replica_a, replica_c)}
+    assert sum(served.values()) >= 5000 and min(served.values()) > 0, served
     vectors = np.load(output)
     assert vectors.shape == (5000, DIM) and not np.isnan(vectors).any()
     reference = direct_embed(replica_a, texts)
     np.testing.assert_allclose(vectors, reference, atol=1e-5)
     difference = float(np.abs(vectors - reference).max())
-    # Each job ran to a result once: the two workers' successes add up to the jobs, both worked.
-    done = [succeeded(w) for w in workers]
-    assert sum(done) == 5000 and min(done) > 0, done
-    # Both replicas served (the client balances), and the group's lag reads 0 from the broker.
-    served = {r.http_url: inference_count(r) - served_before[r.http_url] for r in (replica_a, replica_c)}
-    assert sum(served.values()) >= 5000 and min(served.values()) > 0, served
     figure("5000 jobs", rows=vectors.shape[0], duplicates_skipped=report["duplicate_results"],
            jobs_per_worker=done, inferences_per_replica=list(served.values()), max_abs_diff=difference)
+    # The group's lag reads 0 from the broker.
     wait_for(lambda: workers[0].metrics().get("ds_triton_queue_consumer_pending", -1) == 0
              and workers[0].metrics().get("ds_triton_queue_consumer_ack_pending", -1) == 0,
              "the consumer lag gauges to read 0", 30)  # fmt: skip
