@@ -29,6 +29,7 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
+from nats.js.client import JetStreamContext
 
 from ds_triton_client.queue.broker import Backlog, BrokerError, Delivery, QueueNames, UnroutableError
 
@@ -352,10 +353,21 @@ class NatsBroker:
                     with contextlib.suppress(Exception):
                         await sub.unsubscribe()
 
+    def _buffered_jobs(self) -> list[Msg]:
+        """Jobs that reached nats-py for a pull already over (its pull subscription's queue, where
+        ``pending_msgs`` counts them); without this they would wait out ``ack_wait`` at the broker."""
+        queue = getattr(getattr(self._sub, "_sub", None), "_pending_queue", None)
+        jobs: list[Msg] = []
+        while queue is not None and not queue.empty():
+            msg = queue.get_nowait()
+            if not JetStreamContext.is_status_msg(msg):  # 404/408 answers to pulls are not jobs
+                jobs.append(msg)
+        return jobs
+
     async def close(self) -> None:
         """Flush what is buffered (acknowledgements included) and close the connection."""
         self._closing.set()
-        for msg in self._surplus:  # delivered here but never started: to another worker now
+        for msg in [*self._surplus, *self._buffered_jobs()]:  # delivered, never started: to another worker
             with contextlib.suppress(Exception):
                 await msg.nak()
         self._surplus = []
