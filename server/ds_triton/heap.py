@@ -2,7 +2,7 @@
 
 A Python-backend stub serves a burst of large batches, frees the activations,
 and still holds the pages: glibc keeps freed chunks in its arenas (and, after
-the first large ``free``, raises its mmap threshold to 32 MB, so later
+the first large ``free``, raises its mmap threshold to that size, up to 32 MB, so later
 activations of that size come from the heap too). RSS then stays at the
 high-water mark of the biggest burst. ``malloc_trim(0)`` walks every arena and
 returns the free pages in the middle of the heaps as well as at their top;
@@ -130,8 +130,10 @@ def fix_mmap_threshold(size_bytes: int) -> bool:
 
     Setting the threshold also turns off glibc's dynamic threshold, which would
     otherwise rise to 32 MB after the first large free and keep later
-    activations on the heap for good. Page faults of a fresh mapping cost well
-    under 1% of a forward pass over the same tensor (measured on MiniLM on CPU).
+    activations on the heap for good, where they fragment it: with MiniLM, a
+    burst of maximum-length batches peaked about 80 MB lower with a 1 MB
+    threshold (``perf/repro/heap_after_burst.py``). The price is the page
+    faults of a fresh mapping per large tensor, one per 4 KB written.
     """
     return bool(_LIBC is not None and _LIBC.mallopt(_M_MMAP_THRESHOLD, size_bytes))
 
