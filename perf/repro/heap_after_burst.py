@@ -6,8 +6,8 @@ options): load, then a burst of maximum-length batches (64 texts over the
 256-token limit, i.e. four forwards of 16 x 256 under ``max_tokens_per_forward``
 4096), then idle, then mixed traffic (1-8 texts of 1-300 words), then idle.
 It prints RSS after load, the peak above it, RSS right after the burst and after
-the idle pause, and where the memory is by glibc's count (in use, free but
-held, mmapped chunks) and the kernel's (anonymous vs file-backed).
+the idle pause, and where the memory is by glibc's count (in use, free
+chunks, mmapped chunks) and the kernel's (anonymous vs file-backed).
 
     .venv/bin/python perf/repro/heap_after_burst.py [--bursts 3] [--mixed 200] [--only glibc,shipped]
 
@@ -146,7 +146,7 @@ def main() -> None:
     print(f"load average {os.getloadavg()[0]:.1f}; RSS in MB, changes relative to RSS after load")
     print(
         "| setting | RSS after load | peak | right after burst | after 3 s idle | after mixed + 3 s idle "
-        "| glibc after burst: in use / free held / mmapped | burst ms per batch |"
+        "| glibc after burst: in use / free chunks / mmapped | burst ms per batch |"
     )
     print("|---|---|---|---|---|---|---|---|")
     for name in names:

@@ -11,7 +11,7 @@ so memory comes back after a burst without slowing the burst itself.
 
 ``breakdown()`` splits the process's RSS into what the kernel reports
 (anonymous, file-backed libraries, shared memory) and what the allocator
-reports (in use, free but still held, mmapped chunks), for logs and tests.
+reports (in use, free chunks, mmapped chunks), for logs and tests.
 Linux + glibc only; elsewhere the allocator figures are absent and trimming
 does nothing.
 """
@@ -46,7 +46,7 @@ class _MallInfo2(ctypes.Structure):
             "usmblks",
             "fsmblks",
             "uordblks",  # bytes in use by the program
-            "fordblks",  # bytes free but held by the allocator
+            "fordblks",  # bytes in free chunks (their pages may have been returned by a trim)
             "keepcost",  # of which at the top of the main heap (trimmed by any free)
         )
     ]
@@ -74,9 +74,13 @@ class MemoryBreakdown:
     """One process's memory, in MB.
 
     ``rss = anon + file + shmem`` (kernel). Of the anonymous part, the heap
-    (``malloc_in_use + malloc_free``) and ``malloc_mmapped`` come from glibc;
-    ``python_traced`` is what Python objects hold when ``tracemalloc`` runs
-    (``PYTHONTRACEMALLOC=1``), else None.
+    (``malloc_in_use`` plus ``malloc_free``, the free chunks) and
+    ``malloc_mmapped`` come from glibc. A trim returns the pages inside free
+    chunks but glibc still counts the chunks as free, so after a trim
+    ``malloc_free`` overstates what is resident: ``anon`` says what is.
+    ``python_traced`` is what Python's allocators hand out (objects, buffers)
+    when ``tracemalloc`` runs (``PYTHONTRACEMALLOC=1``), else None; it overlaps
+    ``malloc_in_use``.
     """
 
     rss: float
@@ -96,7 +100,7 @@ class MemoryBreakdown:
         text = f"rss {self.rss:.0f} MB (anon {self.anon:.0f}, file {self.file:.0f}, shm {self.shmem:.0f})"
         if self.malloc_in_use is not None:
             text += (
-                f"; malloc in use {self.malloc_in_use:.0f}, free but held {self.malloc_free:.0f}, "
+                f"; malloc in use {self.malloc_in_use:.0f}, free chunks {self.malloc_free:.0f}, "
                 f"mmapped {self.malloc_mmapped:.0f}"
             )
         if self.python_traced is not None:
