@@ -388,10 +388,14 @@ def _reap_adopted(pids: Sequence[int]) -> None:
 def running_server(
     options: ServerOptions,
     log_path: Path | None = None,
-    ready_timeout: float = 240.0,
+    ready_timeout: float = 480.0,
     models: Sequence[str] = (),
 ) -> Iterator[TritonServer]:
-    """Start a server, wait for it and the named models, and always stop it."""
+    """Start a server, wait for it and the named models, and always stop it.
+
+    The generous wait is for shared machines: a repository of several models took
+    226-340 s to load at a load average of 30 on 2 cores (about a minute when quiet).
+    """
     log = open(log_path, "wb") if log_path else None  # noqa: SIM115 - closed below
     server = TritonServer(options, log=log)
     try:
