@@ -145,7 +145,8 @@ fi
 step "7. table"
 bench=("$PY" "$ROOT/scripts/gpu/bench.py" --out "$RUN/gpu_table.md")
 ((DRY_RUN)) && bench+=(--dry-run)
-if (cd "$ROOT" && timeout 300 "${bench[@]}"); then pass "table in $RUN/gpu_table.md"; else fail "table"; fi
+# On CPU the same table takes minutes more (a shared CI machine may be slower still).
+if (cd "$ROOT" && timeout "$( ((DRY_RUN)) && echo 1500 || echo 300)" "${bench[@]}"); then pass "table in $RUN/gpu_table.md"; else fail "table"; fi
 
 printf '\n== done in %ds\n' "$((SECONDS - STARTED))"
 if ((${#FAILED[@]})); then

@@ -60,6 +60,16 @@ class Row:
     failed: bool = False
 
 
+def ds_dtype(device: str) -> str:
+    """The half-precision dtype of the DeepSpeed rows: fp16 on CUDA, bf16 on the CPU dry run
+    (DeepSpeed's CPU accelerator takes fp32 and bf16 only)."""
+    return "fp16" if device.startswith("cuda") else "bf16"
+
+
+def cpu_dtype_note(device: str) -> str:
+    return "" if device.startswith("cuda") else " (dry run: bf16, DeepSpeed's CPU accelerator has no fp16)"
+
+
 def timed(run: Callable[[], Any], repeats: int) -> tuple[Any, float]:
     """``run()``'s result and its median wall time in ms (after one warm-up call)."""
     import torch
@@ -104,10 +114,11 @@ def embedding_rows(device: str, cuda: bool, repeats: int) -> tuple[list[Row], An
             if inject == "on" and not cuda:
                 row.note = "CUDA-only: DeepSpeed's injected kernels need a GPU (not run in the dry run)"
                 return
-            loaded = precision.ds_embedding_model(device, "fp16", inject)
+            loaded = precision.ds_embedding_model(device, ds_dtype(device), inject)
             vectors, ms = timed(lambda: precision.embed(loaded), repeats)
             row.error, row.latency = f"{precision.max_abs_diff(vectors, reference):.2e}", f"{ms:.1f}"
             row.note = f"{precision.injected_layers(loaded)} DeepSpeed layers" if inject == "on" else ""
+            row.note += cpu_dtype_note(device)
         return body
 
     guarded(rows, model, "HF fp32", hf("fp32"))
@@ -132,10 +143,10 @@ def generation_rows(device: str, repeats: int) -> tuple[list[Row], list[str]]:
         return body
 
     def deepspeed(row: Row) -> None:
-        loaded = precision.ds_generation_model(device, "fp16")
+        loaded = precision.ds_generation_model(device, ds_dtype(device))
         tokens, ms = timed(lambda: precision.served_runner_greedy_tokens(loaded), repeats)
         row.error, row.latency = f"{precision.agreement(reference, tokens):.1%}", f"{ms:.1f}"
-        row.note = "in-flight batching runner, all prompts in one batch"
+        row.note = "in-flight batching runner, all prompts in one batch" + cpu_dtype_note(device)
         texts.extend(
             precision.continuation_text(loaded.tokenizer, p, t)
             for p, t in zip(precision.GEN_PROMPTS, tokens, strict=True)
@@ -167,11 +178,13 @@ def served_rows(
     repository = work / "repository"
     machine = Machine.detect()
     embed_spec = served_spec(
-        precision.spec_for(precision.EMBEDDING_DIR, dtype="fp16", kernel_inject="auto", device=device),
+        precision.spec_for(
+            precision.EMBEDDING_DIR, dtype=ds_dtype(device), kernel_inject="auto", device=device
+        ),
         "gpu_embedding", precision.EMBEDDING_DIR,
     )
     gen_spec = served_spec(
-        precision.generation_spec(device, "fp16"), "gpu_generation", precision.GENERATION_DIR
+        precision.generation_spec(device, ds_dtype(device)), "gpu_generation", precision.GENERATION_DIR
     )
     for spec in (embed_spec, gen_spec):
         add_model(repository, spec, machine, replace=True)
@@ -188,7 +201,7 @@ def served_rows(
             row.throughput, row.p99 = perf(
                 server.grpc_url, "gpu_embedding", embedding_input(), work, load, streaming=False
             )
-            row.note = f"{kind}, dtype fp16, kernel_inject auto"
+            row.note = f"{kind}, dtype {ds_dtype(device)}, kernel_inject auto"
 
         def generation(row: Row) -> None:
             with Client(url) as client:
@@ -202,7 +215,7 @@ def served_rows(
             row.throughput, row.p99 = perf(
                 server.grpc_url, "gpu_generation", generation_input(), work, load, streaming=True
             )
-            row.note = f"{kind}, dtype fp16, streaming, max_tokens {precision.GEN_TOKENS}"
+            row.note = f"{kind}, dtype {ds_dtype(device)}, streaming, max_tokens {precision.GEN_TOKENS}"
 
         guarded(rows, "MiniLM-L6 (embedding, 32 texts)", "Triton: DeepSpeed fp16", embedding)
         guarded(rows, "tiny Llama (generation)", "Triton: DeepSpeed fp16", generation)
