@@ -57,7 +57,9 @@ def test_killed_batch_resumes_with_exactly_one_output_per_row(replica_a: Replica
     args = [
         "embed", str(source), str(output), "--chunk-size", str(CHUNK), "--concurrency", str(CONCURRENCY),
     ]  # fmt: skip
-    with Client(url, health_interval=0) as client:
+    # The reference embed runs at the job's concurrency: the shipped model sheds requests that
+    # wait in its queue past 500 ms, which the client's default 8 chunks of 64 can exceed on 2 cores.
+    with Client(url, health_interval=0, max_concurrency=CONCURRENCY) as client:
         before = settled_inference_count(client, url)
         process = subprocess.Popen(batch_command(url, *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
