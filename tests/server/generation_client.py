@@ -153,7 +153,7 @@ def sse_events(text: str) -> list[dict[str, Any]]:
 
 
 def wait_for_metrics(
-    server: TritonServer, ready: Any, attempts: int = 50
+    server: TritonServer, ready: Any, attempts: int = 300
 ) -> dict[str, float]:
     """Metrics once ``ready(samples)`` holds; counters are published a moment after the
     last response, so a test polls (bounded) instead of reading once."""
