@@ -129,8 +129,7 @@ class TritonMetricsPublisher:
                     LOG.exception("could not publish generation metrics (%d failures)", failures)
 
     def _apply(self, delta: MetricsDelta) -> None:
-        if delta.tokens:
-            self._tokens.increment(delta.tokens)
+        # The token counter goes last: a scrape that sees a step's tokens sees the rest of it.
         for phase, count in delta.forward_passes.items():
             if count and phase in self._forward:
                 self._forward[phase].increment(count)
@@ -141,6 +140,8 @@ class TritonMetricsPublisher:
                 self._batch.observe(rows)
         for reason, count in delta.finished.items():
             self._finished[reason].increment(count)
+        if delta.tokens:
+            self._tokens.increment(delta.tokens)
         for key, value in delta.gauges.items():
             # Each call is a message to the server process; unchanged values are skipped.
             if key in self._gauges and self._published_gauges.get(key) != value:
