@@ -93,7 +93,7 @@ def guarded(rows: list[Row], model: str, variant: str, body: Callable[[Row], Non
         body(row)
     except Exception as exc:  # a broken row fails the check, after the whole table is printed
         row.failed = True
-        row.note = f"FAILED: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
+        row.note = f"FAILED: {type(exc).__name__}: {' '.join(str(exc).split())[:600]}"
     rows.append(row)
 
 
@@ -198,10 +198,10 @@ def served_rows(
             with Client(url) as client:
                 vectors = client.embed(precision.EMBED_TEXTS, model="gpu_embedding")
             row.error = f"{precision.max_abs_diff(vectors, reference):.2e}"
-            row.throughput, row.p99 = perf(
+            row.throughput, row.p99, retried = perf(
                 server.grpc_url, "gpu_embedding", embedding_input(), work, load, streaming=False
             )
-            row.note = f"{kind}, dtype {ds_dtype(device)}, kernel_inject auto"
+            row.note = f"{kind}, dtype {ds_dtype(device)}, kernel_inject auto" + retry_note(retried)
 
         def generation(row: Row) -> None:
             with Client(url) as client:
@@ -212,10 +212,11 @@ def served_rows(
                 ]
             same = sum(a == b for a, b in zip(served, texts, strict=True))
             row.error = f"{same}/{len(texts)} texts = in-process"
-            row.throughput, row.p99 = perf(
+            row.throughput, row.p99, retried = perf(
                 server.grpc_url, "gpu_generation", generation_input(), work, load, streaming=True
             )
-            row.note = f"{kind}, dtype {ds_dtype(device)}, streaming, max_tokens {precision.GEN_TOKENS}"
+            row.note = (f"{kind}, dtype {ds_dtype(device)}, streaming, max_tokens {precision.GEN_TOKENS}"
+                        + retry_note(retried))
 
         guarded(rows, "MiniLM-L6 (embedding, 32 texts)", "Triton: DeepSpeed fp16", embedding)
         guarded(rows, "tiny Llama (generation)", "Triton: DeepSpeed fp16", generation)
@@ -257,28 +258,53 @@ def generation_input() -> dict[str, Any]:
 
 def perf(
     grpc_url: str, model: str, data: dict[str, Any], work: Path, load: Load, *, streaming: bool
-) -> tuple[str, str]:
-    """perf_analyzer at ``load``: (requests/s, p99 ms)."""
+) -> tuple[str, str, str]:
+    """perf_analyzer at ``load``: (requests/s, p99 ms, what went wrong on a first try that failed).
+
+    A run that fails is tried once more with a window twice as long: on a loaded machine a one-second
+    window can end with nothing finished in it. Its error is kept for the row's note.
+    """
     from ds_triton.server_process.tritonserver import server_env
 
     data_file = work / f"{model}.input.json"
     data_file.write_text(json.dumps(data))
-    command = [
-        "perf_analyzer", "-m", model, "-i", "grpc", "-u", grpc_url.removeprefix("grpc://"),
-        "--input-data", str(data_file), "--concurrency-range", str(load.concurrency),
-        "--measurement-interval", str(load.window_ms), "--stability-percentage", "999", "--max-trials", "3",
+    first_error = ""
+    for window_ms in (load.window_ms, 2 * load.window_ms):
+        command = [
+            "perf_analyzer", "-m", model, "-i", "grpc", "-u", grpc_url.removeprefix("grpc://"),
+            "--input-data", str(data_file), "--concurrency-range", str(load.concurrency),
+            "--measurement-interval", str(window_ms), "--stability-percentage", "999", "--max-trials", "3",
+        ]
+        if streaming:
+            command.append("--streaming")
+        result = subprocess.run(
+            command, env=server_env(), capture_output=True, text=True, timeout=240, check=False
+        )
+        output = result.stdout + result.stderr
+        throughput = re.search(r"Throughput: ([\d.]+) infer/sec", output)
+        p99 = re.search(r"p99 latency: (\d+) usec", output)
+        if result.returncode == 0 and throughput is not None and p99 is not None:
+            return f"{float(throughput.group(1)):.1f}", f"{int(p99.group(1)) / 1e3:.1f}", first_error
+        error = f"perf_analyzer failed (exit {result.returncode}, {window_ms} ms windows): "
+        error += perf_error(result)
+        print(error, file=sys.stderr)
+        if first_error:
+            raise RuntimeError(f"{first_error}; again: {error}")
+        first_error = error
+    raise AssertionError("unreachable")
+
+
+def retry_note(first_error: str) -> str:
+    return f" (second try; the first: {first_error[:300]})" if first_error else ""
+
+
+def perf_error(result: subprocess.CompletedProcess[str]) -> str:
+    """The lines of perf_analyzer's output that say what went wrong, on one line (a table cell)."""
+    lines = [line.strip() for line in (result.stderr + "\n" + result.stdout).splitlines() if line.strip()]
+    telling = [
+        line for line in lines if re.search(r"error|fail|invalid|unable|no valid|thread \[", line, re.I)
     ]
-    if streaming:
-        command.append("--streaming")
-    result = subprocess.run(
-        command, env=server_env(), capture_output=True, text=True, timeout=240, check=False
-    )
-    output = result.stdout + result.stderr
-    throughput = re.search(r"Throughput: ([\d.]+) infer/sec", output)
-    p99 = re.search(r"p99 latency: (\d+) usec", output)
-    if result.returncode != 0 or throughput is None or p99 is None:
-        raise RuntimeError(f"perf_analyzer failed (exit {result.returncode}): {output[-400:]}")
-    return f"{float(throughput.group(1)):.1f}", f"{int(p99.group(1)) / 1e3:.1f}"
+    return " / ".join(telling or lines[-3:])[:600] or "no output"
 
 
 def table(rows: list[Row], header: str, load: Load) -> str:

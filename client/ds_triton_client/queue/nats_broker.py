@@ -353,10 +353,10 @@ class NatsBroker:
                     with contextlib.suppress(Exception):
                         await sub.unsubscribe()
 
-    def _buffered_jobs(self) -> list[Msg]:
+    @staticmethod
+    def _buffered_jobs(queue: Any) -> list[Msg]:
         """Jobs that reached nats-py for a pull already over (its pull subscription's queue, where
         ``pending_msgs`` counts them); without this they would wait out ``ack_wait`` at the broker."""
-        queue = getattr(getattr(self._sub, "_sub", None), "_pending_queue", None)
         jobs: list[Msg] = []
         while queue is not None and not queue.empty():
             msg = queue.get_nowait()
@@ -365,9 +365,21 @@ class NatsBroker:
         return jobs
 
     async def close(self) -> None:
-        """Flush what is buffered (acknowledgements included) and close the connection."""
+        """Hand back jobs delivered but never started, flush (acknowledgements included), close.
+
+        A pull that timed out on this side may still be open on the server, which can deliver
+        to it until its own expiry: so the inbox goes first (the server drops a pull whose inbox
+        has no interest), and what arrived before the server saw that, up to a flush's
+        round trip, is handed back with the rest.
+        """
         self._closing.set()
-        for msg in [*self._surplus, *self._buffered_jobs()]:  # delivered, never started: to another worker
+        queue = getattr(getattr(self._sub, "_sub", None), "_pending_queue", None)
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+            with contextlib.suppress(Exception):
+                await self._nc.flush(timeout=5)
+        for msg in [*self._surplus, *self._buffered_jobs(queue)]:
             with contextlib.suppress(Exception):
                 await msg.nak()
         self._surplus = []
