@@ -162,4 +162,6 @@ def _add_kinds(out: BenchResults) -> None:
               for i in range(6)]
     out.extra["logprobs"] = [{"model": GENERATION, "scenario": "logprobs", "streams": 16, "top": 5,
                               "max_tokens": 64, "ratio_bar": 0.8, **logprobs.summarise(rounds),
-                              "rounds": rounds}]
+                              "sampler_share_bar_pct": 1.0, "vocab": 30522, "sampler_us": 520.0,
+                              "argmax_us": 505.0, "sampler_overhead_us": 15.0, "step_ms": 16.0,
+                              "sampler_share_pct": 0.094, "plain_spread_pct": 0.5, "rounds": rounds}]

@@ -137,3 +137,21 @@ def test_logprobs_rounds_give_median_tokens_per_s_and_itl_of_each_side_and_their
     (verdict,) = results.targets
     assert verdict["figure"] == "logprobs" and "ITL p50 16.0 vs 10.0 ms" in verdict["detail"]
     assert logprobs.summarise([round_(0, 1000.0, 10.0)])["ratio"] is None
+
+
+def test_the_sampler_cost_with_no_key_is_measured_against_the_bare_argmax_and_judged_as_a_share() -> None:
+    from ds_triton_perf.sampler_cost import measure
+
+    cost = measure(vocab=512, rows=4, blocks=3, steps_per_block=20)
+    assert cost.sampler_us > 0 and cost.argmax_us > 0
+    assert cost.overhead_us == cost.sampler_us - cost.argmax_us
+    row = {"model": "g", "top": 5, "streams": 16, "ratio_bar": 0.8, "plain_tps": 1000.0,
+           "logprobs_tps": 900.0, "ratio": 0.9, "plain_itl_p50_ms": 10.0, "logprobs_itl_p50_ms": 11.0,
+           "rounds": [], "sampler_share_bar_pct": 1.0, "vocab": 512, "sampler_us": 30.0, "argmax_us": 10.0,
+           "sampler_overhead_us": 20.0, "step_ms": 16.0, "sampler_share_pct": 0.125, "plain_spread_pct": 4.0}
+    results = BenchResults(meta={})
+    logprobs.verdicts(results, [row])
+    _, sampler = results.targets
+    assert sampler["verdict"] == "met" and "20.0 µs of a 16.0 ms step" in sampler["detail"]
+    logprobs.verdicts(results, [{**row, "sampler_share_pct": 2.5}])
+    assert results.targets[-1]["verdict"] == "missed"

@@ -458,6 +458,33 @@ def test_processed_logprobs_are_hf_processors_and_warpers(
                 assert value["logprob"] == want or abs(value["logprob"] - want) < TOLERANCE, sampling
 
 
+def test_min_p_samples_only_what_hf_min_p_keeps(target: Target) -> None:
+    """min_p below 1 on both architectures: seeded sampling cannot replay HF's random draws, so
+    each sampled token is checked against the set HF's ``MinPLogitsWarper`` keeps at its position
+    (after temperature, as HF and vLLM order them); the same seeds without min_p leave that set."""
+    from transformers import MinPLogitsWarper, TemperatureLogitsWarper
+
+    temperature, min_p, seeds = 1.5, 0.2, range(4)
+    base = {"temperature": temperature, "max_tokens": 24, "ignore_eos": True, "logprobs": 0}
+    requests = [inputs(PROMPT, {**base, "seed": s, **extra})
+                for extra in ({"min_p": min_p}, {}) for s in seeds]  # fmt: skip
+    results = generate(target.url, target.model, requests)
+    prompt = target.reference.ids(PROMPT)
+    warpers = [TemperatureLogitsWarper(temperature), MinPLogitsWarper(min_p)]
+
+    def dropped_by_hf(result: Result) -> int:
+        assert result.error is None, result.error
+        ids = prompt + result.tokens
+        scores = target.reference.logits(ids)[len(prompt) - 1 : -1]
+        for warper in warpers:
+            scores = warper(torch.tensor([ids]), scores)
+        return sum(bool(torch.isinf(scores[i, t])) for i, t in enumerate(result.tokens))
+
+    with_min_p, without = results[: len(seeds)], results[len(seeds) :]
+    assert [dropped_by_hf(r) for r in with_min_p] == [0] * len(seeds)
+    assert sum(dropped_by_hf(r) for r in without) > 0  # so the check above could fail
+
+
 # One bad value of each key (type, range, vocabulary, unsupported, unknown) and what its error says.
 OUTSIDE = 10**7
 BAD_SAMPLING: list[tuple[dict[str, Any], str]] = [

@@ -7,6 +7,11 @@ run in rounds of ``round_s``: plain, then the same requests with
 alternating ``rounds`` times so that drift on a shared machine hits both
 alike. The verdict is the ratio of the median tokens/s (bar: at least 0.8);
 the inter-token latency of each round is reported beside it.
+
+A second verdict covers requests that use none of the new keys: the sampler's
+cost per decode step above the bare argmax it replaced (``sampler_cost``),
+as a share of the step these rounds measured (bar: at most 1%, well inside the
+spread between rounds, which the report prints beside it).
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ class LogprobsScenario:
     warmup_s: float = 1.0
     protocol: Literal["http", "grpc"] = "grpc"
     ratio_bar: float = 0.8
+    sampler_share_bar_pct: float = 1.0
 
 
 def run(ctx: KindContext, scenarios: ModelScenarios, config: LogprobsScenario) -> None:
@@ -53,13 +59,38 @@ def run(ctx: KindContext, scenarios: ModelScenarios, config: LogprobsScenario) -
     measured = [_round_row(top, result) for top, result in
                 asyncio.run(_drive(ctx, model, config, requests, spec, rounds))]
     row = summarise(measured)
+    row.update(sampler_row(ctx, model, config.streams, row["plain_tps"], measured))
     ctx.add_row(KIND.key, model, {
         "scenario": config.name, "streams": config.streams, "top": config.top,
-        "max_tokens": config.max_tokens, "ratio_bar": config.ratio_bar, **row, "rounds": measured,
+        "max_tokens": config.max_tokens, "ratio_bar": config.ratio_bar,
+        "sampler_share_bar_pct": config.sampler_share_bar_pct, **row, "rounds": measured,
     })
     ctx.log.detail(f"{row['plain_tps']} tokens/s plain, {row['logprobs_tps']} with logprobs "
                    f"(ratio {row['ratio']}); ITL p50 {row['plain_itl_p50_ms']} vs "
-                   f"{row['logprobs_itl_p50_ms']} ms")
+                   f"{row['logprobs_itl_p50_ms']} ms; sampler with no key {row['sampler_overhead_us']} µs "
+                   f"per step above the bare argmax ({row['sampler_share_pct']}% of a step)")
+
+
+def sampler_row(ctx: KindContext, model: str, streams: int, plain_tps: float | None,
+                rounds: list[Row]) -> Row:
+    """The no-key sampler cost (see the module docstring) and the plain rounds' spread."""
+    from transformers import AutoConfig
+
+    from ds_triton.spec import ModelSpec
+    from ds_triton_perf.sampler_cost import measure
+
+    version_dir = ctx.model_repository / model / "1"
+    checkpoint = ModelSpec.load(version_dir).resolve_checkpoint(version_dir)
+    vocab = int(AutoConfig.from_pretrained(checkpoint).vocab_size)
+    cost = measure(vocab, streams)
+    # Every stream runs in every step at this load, so a step yields ``streams`` tokens.
+    step_ms = streams / plain_tps * 1e3 if plain_tps else None
+    plain = [r["tokens_per_s"] for r in rounds if not r["logprobs"] and r["completed"]]
+    spread = (max(plain) - min(plain)) / statistics.median(plain) * 100 if len(plain) > 1 else None
+    return {"vocab": vocab, "sampler_us": _round(cost.sampler_us), "argmax_us": _round(cost.argmax_us),
+            "sampler_overhead_us": _round(cost.overhead_us), "step_ms": _round(step_ms),
+            "sampler_share_pct": _round(cost.overhead_us / 1e3 / step_ms * 100) if step_ms else None,
+            "plain_spread_pct": _round(spread)}
 
 
 async def _drive(ctx: KindContext, model: str, config: LogprobsScenario, requests: list[tuple[str, int]],
@@ -108,6 +139,16 @@ def verdicts(results: BenchResults, rows: list[Row]) -> None:
                detail=f"{row['logprobs_tps']} vs {row['plain_tps']} tokens/s, ITL p50 "
                       f"{row['logprobs_itl_p50_ms']} vs {row['plain_itl_p50_ms']} ms (medians of "
                       f"{len(row['rounds']) // 2} alternating rounds)")
+        if "sampler_share_pct" in row:
+            target(results, row["model"],
+                   f"{row['model']} sampler cost per decode step with no new key in use, above the bare "
+                   f"argmax it replaced, ÷ the step at {row['streams']} streams",
+                   row["sampler_share_bar_pct"], row["sampler_share_pct"], lower_is_better=True, unit="%",
+                   figure="logprobs",
+                   detail=f"{row['sampler_overhead_us']} µs of a {row['step_ms']} ms step "
+                          f"({row['sampler_us']} vs {row['argmax_us']} µs, {row['streams']} rows × "
+                          f"{row['vocab']} logits, one thread); the plain rounds' tokens/s spread "
+                          f"{row['plain_spread_pct']}%")
 
 
 def section(model: str, rows: list[Row], results: BenchResults) -> Section | None:
@@ -125,13 +166,22 @@ def section(model: str, rows: list[Row], results: BenchResults) -> Section | Non
                     r["itl_p99_ms"], r.get("loadgen_cpu_cores"),
                     ", ".join(f"{k} ×{v}" for k, v in r["errors"].items()) or "none"]
                    for row in rows for i, r in enumerate(row["rounds"])])
+    tables = [summary, table]
+    costed = [r for r in rows if r.get("sampler_share_pct") is not None]
+    if costed:
+        tables.append(Table(
+            ["rows × vocabulary", "sampler, no key (µs/step)", "bare argmax (µs/step)", "overhead µs",
+             "step ms", "share of the step", "bar", "plain rounds' spread"],
+            [[f"{r['streams']} × {r['vocab']}", r["sampler_us"], r["argmax_us"], r["sampler_overhead_us"],
+              r["step_ms"], f"{r['sampler_share_pct']}%", f"≤ {r['sampler_share_bar_pct']}%",
+              f"{r['plain_spread_pct']}%"] for r in costed]))
     figure = Figure(anchor(model, "logprobs"), "Tokens/s and ITL per round, without and with logprobs",
                     "Rounds alternate, so a slow stretch of a shared machine lowers both kinds alike; the "
                     "verdict compares the medians.", lambda: draw(rows[0]))
     return Section(anchor(model, "logprobs-section"), "The cost of log-probabilities",
                    "Closed-loop streams, greedy, rounds alternating without and with logprobs (each "
                    "response then carries its tokens' log-probabilities and top alternatives as JSON).",
-                   [summary, table], [figure])
+                   tables, [figure])
 
 
 def draw(row: Row) -> bytes:
