@@ -189,7 +189,12 @@ def served_rows(
     for spec in (embed_spec, gen_spec):
         add_model(repository, spec, machine, replace=True)
     kind = "KIND_GPU" if cuda else "KIND_CPU (dry run)"
-    options = ServerOptions(model_repository=repository, ports=Ports.free(), run_dir=work / "run")
+    # No repository polling: the stub writes model.py's bytecode into the model folder, and a
+    # poller would reload both models under the load that follows (perf_analyzer then fails
+    # with "failed to find the requested model version", or hangs on its streams).
+    options = ServerOptions(
+        model_repository=repository, ports=Ports.free(), run_dir=work / "run", model_control="none"
+    )
     models = ["gpu_embedding", "gpu_generation"]
     with running_server(options, log_path=work / "server.log", models=models) as server:
         url = f"http://{server.http_url.removeprefix('http://')}"

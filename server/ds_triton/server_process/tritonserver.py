@@ -155,8 +155,12 @@ def server_env(base: dict[str, str] | None = None) -> dict[str, str]:
     env.setdefault("HF_HUB_OFFLINE", "1")
     env.setdefault("TRANSFORMERS_OFFLINE", "1")
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
-    # Bytecode caches written into a model folder would look like a change to
-    # Triton's repository poller and trigger a needless reload.
+    # Bytecode caches written into a model folder would look like a change to Triton's
+    # repository poller and trigger a needless reload. This keeps the Python processes
+    # started with this environment from writing them; the backend stub's embedded
+    # interpreter still writes model.py's (measured with Triton 2.51), so poll mode reloads
+    # each Python model once after its first load: ``ds-triton serve`` watches the
+    # repository itself (skipping ``__pycache__``), and tests use "none" or "explicit".
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     return env
 
