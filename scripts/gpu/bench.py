@@ -266,8 +266,8 @@ def perf(
 ) -> tuple[str, str, str]:
     """perf_analyzer at ``load``: (requests/s, p99 ms, what went wrong on a first try that failed).
 
-    A run that fails is tried once more with a window twice as long: on a loaded machine a one-second
-    window can end with nothing finished in it. Its error is kept for the row's note.
+    A run that fails is tried once more, with a window twice as long, so one bad run does not cost
+    the row its figures; the first run's error stays in the row's note.
     """
     from ds_triton.server_process.tritonserver import server_env
 
