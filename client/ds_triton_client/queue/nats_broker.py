@@ -379,10 +379,15 @@ class NatsBroker:
                 await self._sub.unsubscribe()
             with contextlib.suppress(Exception):
                 await self._nc.flush(timeout=5)
-        for msg in [*self._surplus, *self._buffered_jobs(queue)]:
+        unstarted = [*self._surplus, *self._buffered_jobs(queue)]
+        for msg in unstarted:
             with contextlib.suppress(Exception):
                 await msg.nak()
         self._surplus = []
+        if unstarted:
+            # JetStream counts a handed-back job as unacknowledged until it is delivered again,
+            # so this line is what tells an operator why the group's ack-pending count is not 0.
+            log.info("handed back %d job(s) delivered but never started", len(unstarted))
         with contextlib.suppress(Exception):
             await self._nc.flush(timeout=5)
         with contextlib.suppress(Exception):
