@@ -181,6 +181,22 @@ def test_max_tokens_and_stop_strings_end_the_stream_with_a_final_response(
     assert stopped.text == reference[: reference.index(stop)]
 
 
+def test_more_one_token_requests_than_rows_all_finish_and_free_their_rows(
+    triton_server: TritonServer,
+) -> None:
+    # A request ending on its first token once kept its row: after the 16th, every request
+    # queued until its client's deadline (the joint soak of make bench found it).
+    rows = 16  # the shipped max_concurrent_sequences (test_custom_metrics checks it)
+    requests = [vllm_inputs(f"one token {i}", True, {"max_tokens": 1}, counts=True) for i in range(3 * rows)]
+    streams = grpc_generate(triton_server.grpc_url, requests, timeout=60)
+    assert all(s.final and s.error is None and s.tokens == 1 for s in streams)
+    then = vllm_inputs("and then", True, {"max_tokens": 5}, counts=True)
+    (after,) = grpc_generate(triton_server.grpc_url, [then])
+    assert after.final and after.tokens == 5
+    running = "ds_triton_generation_sequences[state=running]"
+    assert wait_for_metrics(triton_server, lambda m: m.get(running) == 0)[running] == 0
+
+
 def test_seeded_sampling_is_reproducible(triton_server: TritonServer) -> None:
     sampling = {"temperature": 1.0, "top_k": 40, "top_p": 0.95, "seed": 1234, "max_tokens": 12}
     first, second = (

@@ -108,6 +108,27 @@ def test_queued_requests_wait_for_a_free_slot(loaded: LoadedModel) -> None:
     assert all(s.outputs[-1].finish_reason is FinishReason.LENGTH for s in sinks)
 
 
+def test_requests_that_end_on_their_first_token_give_back_their_row_and_tokens(loaded: LoadedModel) -> None:
+    # They once stayed admitted for good: 16 max_tokens=1 requests made the shipped model
+    # queue every later request until its client's deadline.
+    inputs = loaded.tokenizer("Hello there", return_tensors="pt")
+    with torch.inference_mode():
+        first = int(loaded.module(**inputs).logits[0, -1].argmax())
+    engine = make_engine(loaded, max_concurrent_sequences=2, max_queued_requests=8)
+    one_token = [greedy("Hello there", 1) for _ in range(3)]
+    stop_token = [greedy("Hello there", 5, stop_token_ids=(first,)) for _ in range(3)]
+    sinks = [RecordingSink() for _ in [*one_token, *stop_token]]
+    for request, sink in zip([*one_token, *stop_token], sinks, strict=True):
+        engine.submit(request, sink)
+    run_until_idle(engine, limit=50)
+    assert [s.outputs[-1].finish_reason for s in sinks] == [FinishReason.LENGTH] * 3 + [FinishReason.STOP] * 3
+    assert (engine.in_flight, engine.reserved_tokens) == (0, 0)
+    after = RecordingSink()
+    engine.submit(greedy("Hello there", 5), after)
+    run_until_idle(engine, limit=50)
+    assert sum(o.num_output_tokens for o in after.outputs) == 5
+
+
 def test_stop_string_ends_the_stream_without_it(loaded: LoadedModel) -> None:
     engine = make_engine(loaded)
     reference, _ = hf_greedy(loaded, PROMPTS[0], 12)

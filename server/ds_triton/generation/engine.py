@@ -237,9 +237,11 @@ class GenerationEngine:
         work = _StepWork()
         self._forward(work)
         for sequence in work.first_tokens:  # prefilled: they decode from the next step on
-            self._prefilling.remove(sequence)
             if not sequence.finished:
+                self._prefilling.remove(sequence)
                 self._batch.start_running(sequence, sequence.token_ids[-1])
+        # Those that ended on their first token (max_tokens 1, a stop token) are still in
+        # _prefilling, where this finds them: they give back their row and token budget.
         self._retire_finished()
         self._report(work)
 
