@@ -165,6 +165,22 @@ def wait_for_metrics(
     return generation_metrics(server)
 
 
+def settled_generation_metrics(
+    server: TritonServer, quiet_s: float = 0.5, timeout_s: float = 30.0
+) -> dict[str, float]:
+    """The metrics once two reads ``quiet_s`` apart agree: an earlier test's last counters can
+    reach the server after its responses, and a baseline read before they land would count
+    them in the next test's deltas."""
+    deadline = time.monotonic() + timeout_s
+    last = generation_metrics(server)
+    while True:
+        time.sleep(quiet_s)
+        now = generation_metrics(server)
+        if now == last or time.monotonic() > deadline:
+            return now
+        last = now
+
+
 def generation_metrics(server: TritonServer) -> dict[str, float]:
     """The ds_triton_generation_* samples of text_generation, keyed by name and labels."""
     with urllib.request.urlopen(server.metrics_url, timeout=10) as response:

@@ -20,9 +20,9 @@ import tritonclient.grpc as grpcclient
 from ds_triton.server_process.tritonserver import TritonServer
 from tests.server.generation_client import (
     MODEL,
-    generation_metrics,
     grpc_generate,
     http_post,
+    settled_generation_metrics,
     vllm_inputs,
     wait_for_metrics,
 )
@@ -110,7 +110,7 @@ def test_prompt_over_the_limit_is_rejected(tight_server: TritonServer) -> None:
 
 
 def test_over_capacity_is_unavailable_and_cancelling_frees_the_slot(tight_server: TritonServer) -> None:
-    before = generation_metrics(tight_server)
+    before = settled_generation_metrics(tight_server)
     events: queue.Queue[Any] = queue.Queue()
     client = grpcclient.InferenceServerClient(tight_server.grpc_url)
     client.start_stream(callback=lambda result, error: events.put((result, error)))
@@ -131,7 +131,7 @@ def test_over_capacity_is_unavailable_and_cancelling_frees_the_slot(tight_server
 
 
 def test_http_disconnect_frees_the_slot(tight_server: TritonServer) -> None:
-    before = generation_metrics(tight_server)
+    before = settled_generation_metrics(tight_server)
     host, port = tight_server.http_url.split(":")
     connection = http.client.HTTPConnection(host, int(port), timeout=60)
     body = {"text_input": "tell me everything", "parameters": {"stream": True, "max_tokens": 1000,

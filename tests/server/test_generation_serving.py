@@ -23,11 +23,11 @@ from tests.server.generation_client import (
     CHECKPOINT,
     MODEL,
     HFReference,
-    generation_metrics,
     grpc_generate,
     hf_greedy_reference,
     http_post,
     prompt_tokens,
+    settled_generation_metrics,
     sse_events,
     vllm_inputs,
     wait_for_metrics,
@@ -88,7 +88,7 @@ def test_grpc_streaming_matches_hf_generate_alone(
 def test_greedy_in_a_batch_of_different_lengths_matches_hf_generate(
     triton_server: TritonServer, hf_reference: HFReference
 ) -> None:
-    before = generation_metrics(triton_server)
+    before = settled_generation_metrics(triton_server)
     lengths = [24, 9, 30, 17]
     requests = [
         vllm_inputs(p, True, {"temperature": 0, "max_tokens": n})
@@ -112,7 +112,7 @@ def test_greedy_in_a_batch_of_different_lengths_matches_hf_generate(
 
 
 def test_eight_concurrent_streams_share_forward_passes(triton_server: TritonServer) -> None:
-    before = generation_metrics(triton_server)
+    before = settled_generation_metrics(triton_server)
     sampling = {"temperature": 0.8, "top_p": 0.9, "max_tokens": 32, "ignore_eos": True}
     requests = [vllm_inputs(f"stream number {i} says", True, sampling, counts=True) for i in range(8)]
     streams = grpc_generate(triton_server.grpc_url, requests)
