@@ -115,10 +115,10 @@ def test_requests_that_end_on_their_first_token_give_back_their_row_and_tokens(l
     with torch.inference_mode():
         first = int(loaded.module(**inputs).logits[0, -1].argmax())
     engine = make_engine(loaded, max_concurrent_sequences=2, max_queued_requests=8)
-    one_token = [greedy("Hello there", 1) for _ in range(3)]
-    stop_token = [greedy("Hello there", 5, stop_token_ids=(first,)) for _ in range(3)]
-    sinks = [RecordingSink() for _ in [*one_token, *stop_token]]
-    for request, sink in zip([*one_token, *stop_token], sinks, strict=True):
+    requests = [greedy("Hello there", 1) for _ in range(3)]
+    requests += [greedy("Hello there", 5, stop_token_ids=(first,)) for _ in range(3)]
+    sinks = [RecordingSink() for _ in requests]
+    for request, sink in zip(requests, sinks, strict=True):
         engine.submit(request, sink)
     run_until_idle(engine, limit=50)
     assert [s.outputs[-1].finish_reason for s in sinks] == [FinishReason.LENGTH] * 3 + [FinishReason.STOP] * 3
